@@ -1,0 +1,65 @@
+"""Small pieces every entry point shares: the user-facing error type and atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+class UserError(Exception):
+    """Bad input the user can fix. Entry points print its one-line message and exit with 2."""
+
+
+def one_line(error: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it with a traceback."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # torch wraps worker exceptions; the original message is last
+        text = text.splitlines()[-1]
+        prefix = f"{UserError.__module__}.{UserError.__name__}: "
+        text = text[len(prefix):] if text.startswith(prefix) else text.split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, then rename it into place.
+
+    A crash leaves either the old file or none, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=_json_default)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write(path, write)

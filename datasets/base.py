@@ -1,0 +1,111 @@
+"""What every dataset loader produces: a list of `Sample`s per split, read by `ImageDataset`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from common import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    mask: Path | None = None  # None: defect-free (all-zero mask)
+    label: int = 0  # 1 when the image has a defect
+    defect: str = "good"
+
+
+@dataclass
+class Splits:
+    """One category of a dataset: training images (normal only) and test images."""
+    train: list[Sample]
+    test: list[Sample]
+    image_size: tuple[int, int] = (256, 256)  # (H, W) the dataset's protocol resizes to
+    eps: float = 0.01  # the dataset's protocol eps
+    notes: list[str] = field(default_factory=list)  # warnings worth printing (skipped duplicates...)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: Path) -> Image.Image:
+    """RGB image; grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {e}; replace or remove the file") from None
+
+
+def read_mask(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("L")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read mask {path}: {e}; replace or remove the file") from None
+
+
+def center_crop_box(size: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centre crop of an (H, W) image; the whole image without crop."""
+    h, w = size
+    if crop is None:
+        return 0, 0, h, w
+    ch, cw = crop
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decodes samples to ImageNet-normalised (3, H, W) float tensors and binary (H, W) uint8 masks.
+
+    Images are resized to `image_size` (H, W) with bilinear filtering, masks with nearest neighbour,
+    then both are centre-cropped to `crop` when given.
+    """
+
+    def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int],
+                 crop: tuple[int, int] | None = None):
+        self.samples = list(samples)
+        self.image_size = image_size
+        self.crop = crop
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.crop or self.image_size
+
+    def _crop(self, array: np.ndarray) -> np.ndarray:
+        top, left, h, w = center_crop_box(self.image_size, self.crop)
+        return array[top:top + h, left:left + w]
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        h, w = self.image_size
+        image = read_image(sample.image).resize((w, h), Image.BILINEAR)
+        pixels = torch.from_numpy(np.ascontiguousarray(self._crop(np.asarray(image))))
+        pixels = pixels.permute(2, 0, 1).float().div_(255)
+        if sample.mask is None:
+            mask = np.zeros(self.output_size, dtype=np.uint8)
+        else:
+            mask = read_mask(sample.mask).resize((w, h), Image.NEAREST)
+            mask = (self._crop(np.asarray(mask)) > 0).astype(np.uint8)
+        return {
+            "image": (pixels - self.mean) / self.std,
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "label": sample.label,
+            "index": index,
+        }
