@@ -1,0 +1,39 @@
+"""MVTec AD as distributed: <root>/<category>/{train/good, test/<defect>, ground_truth/<defect>/NNN_mask.png}."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import UserError
+from datasets.base import Sample, Splits, list_images
+
+
+def categories(root: Path, args=None) -> list[str]:
+    """Every folder of `root` that has train/good, sorted."""
+    return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+
+
+def load(root: Path, category: str, args=None) -> Splits:
+    folder = root / category
+    if not (folder / "train" / "good").is_dir():
+        found = ", ".join(categories(root)) or "none"
+        raise UserError(f"no category '{category}' under {root} (found: {found}); check --category and --dataroot")
+    train = [Sample(path) for path in list_images(folder / "train" / "good")]
+    if not train:
+        raise UserError(f"no training images in {folder / 'train' / 'good'}; add defect-free images there")
+    test: list[Sample] = []
+    test_root = folder / "test"
+    if not test_root.is_dir():
+        raise UserError(f"no test folder {test_root}; MVTec AD categories have test/good and test/<defect>")
+    for defect_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
+        defect = defect_dir.name
+        for path in list_images(defect_dir):
+            if defect == "good":
+                test.append(Sample(path))
+                continue
+            mask = folder / "ground_truth" / defect / f"{path.stem}_mask.png"
+            if not mask.is_file():
+                raise UserError(f"defect image {path} has no mask {mask}; restore the ground_truth folder")
+            test.append(Sample(path, mask, 1, defect))
+    if not test:
+        raise UserError(f"no test images under {test_root}")
+    return Splits(train=train, test=test)

@@ -1,0 +1,10 @@
+"""Pure-torch model: backbone features, embedding W, per-position Gaussian, score maps."""
+from models.backbone import BACKBONES, default_k, feature_dim
+from models.embedding import APPROXIMATIONS, make_projection
+from models.gaussian import RunningStats, fit_gaussian, mahalanobis
+from models.postprocess import gaussian_blur, upsample
+from models.semi_ortho import Config, SemiOrthogonal, read_model_file
+
+__all__ = ["BACKBONES", "APPROXIMATIONS", "Config", "RunningStats", "SemiOrthogonal", "default_k",
+           "feature_dim", "fit_gaussian", "gaussian_blur", "mahalanobis", "make_projection",
+           "read_model_file", "upsample"]

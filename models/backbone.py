@@ -1,0 +1,101 @@
+"""Multi-scale CNN features at strides 4, 8, 16: the backbone runs up to its third stage only."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from common import UserError
+
+# name -> (torchvision builder, indices of the three stages, their channel counts)
+# ResNets: layer1..layer3; MobileNetV3: features[i] at strides 4, 8, 16, as the authors used.
+BACKBONES: dict[str, tuple[str, tuple, tuple[int, int, int]]] = {
+    "resnet18": ("resnet18", ("layer1", "layer2", "layer3"), (64, 128, 256)),
+    "wide_resnet50_2": ("wide_resnet50_2", ("layer1", "layer2", "layer3"), (256, 512, 1024)),
+    "mobilenetv3_large": ("mobilenet_v3_large", (3, 6, 12), (24, 40, 112)),
+    "mobilenetv3_small": ("mobilenet_v3_small", (1, 3, 8), (16, 24, 48)),
+}
+DEFAULT_K = {"wide_resnet50_2": 300}  # 100 for every other backbone, as the paper
+
+
+def feature_dim(name: str) -> int:
+    """F, the number of concatenated channels."""
+    return sum(BACKBONES[name][2])
+
+
+def default_k(name: str) -> int:
+    return DEFAULT_K.get(name, 100)
+
+
+def _load_weights(model: nn.Module, name: str, weights: str) -> None:
+    builder = BACKBONES[name][0]
+    if weights == "random":
+        return
+    if weights == "imagenet":
+        # IMAGENET1K_V1: the weights the paper's `pretrained=True` meant.
+        spec = torchvision.models.get_model_weights(builder).IMAGENET1K_V1
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.url)
+        log = io.StringIO()  # torch.hub announces the download; shown only if it works
+        try:
+            with contextlib.redirect_stderr(log):
+                state = spec.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:  # no network, proxy, corrupt cached file...
+            raise UserError(
+                f"ImageNet weights for {name} are not usable at {cache} and could not be downloaded "
+                f"({type(e).__name__}); download {spec.url} to that path, pass --weights PATH, "
+                f"or pass --weights random") from None
+        sys.stderr.write(log.getvalue())
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"--weights {weights}: no such file; pass imagenet, random or a state-dict file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"--weights {weights}: not a readable torch state dict ({type(e).__name__})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"--weights {weights}: does not fit torchvision's {builder} ({first})") from None
+
+
+class FeatureExtractor(nn.Module):
+    """Returns the three stage outputs (strides 4, 8, 16) of a backbone, in eval mode, frozen."""
+
+    def __init__(self, name: str, weights: str = "imagenet"):
+        super().__init__()
+        if name not in BACKBONES:
+            raise UserError(f"unknown model '{name}'; choose one of {', '.join(BACKBONES)}")
+        builder, stages, channels = BACKBONES[name]
+        model = torchvision.models.get_model(builder, weights=None)
+        _load_weights(model, name, weights)
+        self.name = name
+        self.channels = channels
+        if name.startswith("mobilenet"):
+            self.body = model.features[: stages[-1] + 1]
+            self.taps = tuple(stages)
+        else:
+            # Everything after layer3 (layer4, pooling, classifier) is dropped: never run, never kept.
+            self.body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
+                                      model.layer1, model.layer2, model.layer3)
+            self.taps = (4, 5, 6)
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        return super().train(False)  # batch-norm statistics stay the pretrained ones
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i in self.taps:
+                outputs.append(x)
+        return outputs

@@ -1,0 +1,35 @@
+"""The embedding W (F x k): z = W^T x projects every feature vector before any statistics."""
+from __future__ import annotations
+
+import torch
+
+from common import UserError
+
+APPROXIMATIONS = ("ortho", "sample", "gaussian", "full")
+
+
+def make_projection(F: int, k: int, approx: str = "ortho", seed: int = 1111) -> torch.Tensor:
+    """A seeded F x k float32 matrix.
+
+    ortho: uniform on the Stiefel manifold (W^T W = I_k), the paper's semi-orthogonal embedding;
+    sample: k distinct columns of the identity (PaDiM's random channel selection);
+    gaussian: i.i.d. N(0, 1), not orthogonalised (ablation); full: the identity, k = F (exact).
+    """
+    if approx not in APPROXIMATIONS:
+        raise UserError(f"--approx {approx}: choose one of {', '.join(APPROXIMATIONS)}")
+    if approx == "full":
+        k = F
+    if not 1 <= k <= F:
+        raise UserError(f"--k {k} must be between 1 and F = {F} (the backbone's feature channels)")
+    generator = torch.Generator().manual_seed(seed)
+    if approx == "full":
+        return torch.eye(F)
+    if approx == "sample":
+        columns = torch.randperm(F, generator=generator)[:k].sort().values
+        return torch.eye(F)[:, columns].contiguous()
+    gaussian = torch.randn(F, k, generator=generator, dtype=torch.float64)
+    if approx == "gaussian":
+        return gaussian.float()
+    q, r = torch.linalg.qr(gaussian)
+    # Sign-correcting Q by R's diagonal makes the draw uniform (Haar), as torch.nn.init.orthogonal_.
+    return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).float().contiguous()

@@ -1,0 +1,92 @@
+"""A Gaussian per feature-map position in k-space: streaming sums, precision, Mahalanobis distance."""
+from __future__ import annotations
+
+import torch
+
+from common import UserError
+
+
+class RunningStats:
+    """n, sum(z - shift) and sum (z - shift)(z - shift)^T per position, accumulated batch by batch.
+
+    Memory is independent of the number of images. The sums are float32; subtracting a fixed
+    per-position shift (the first batch's mean) first keeps E[zz^T] - mu mu^T from cancelling digits.
+    """
+
+    def __init__(self, positions: int, k: int, device: torch.device | str = "cpu"):
+        self.n = 0
+        self.shift = torch.zeros(positions, k, device=device)
+        self.sum_z = torch.zeros(positions, k, device=device)
+        self.sum_zz = torch.zeros(positions, k, k, device=device)
+
+    def update(self, z: torch.Tensor) -> None:
+        """z: (P, B, k) embeddings of B images at every position."""
+        if self.n == 0:
+            self.shift.copy_(z.mean(dim=1))
+        centred = z - self.shift.unsqueeze(1)
+        self.sum_z += centred.sum(dim=1)
+        self.sum_zz.baddbmm_(centred.transpose(1, 2), centred)
+        self.n += z.shape[1]
+
+    def merge(self, other: "RunningStats") -> None:
+        """Adds another fit's sums, re-expressed around this shift: exact for disjoint image sets."""
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.n, self.shift, self.sum_z, self.sum_zz = other.n, other.shift.clone(), other.sum_z.clone(), other.sum_zz.clone()
+            return
+        d = (other.shift - self.shift).double()  # sum (z - a) = sum (z - b) + n (b - a)
+        s1, s2 = other.sum_z.double(), other.sum_zz.double()
+        outer = s1.unsqueeze(2) * d.unsqueeze(1)
+        self.sum_zz += (s2 + outer + outer.transpose(1, 2) + other.n * d.unsqueeze(2) * d.unsqueeze(1)).float()
+        self.sum_z += (s1 + other.n * d).float()
+        self.n += other.n
+
+    def mean(self) -> torch.Tensor:
+        return self.shift + self.sum_z / self.n
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"n": torch.tensor(self.n), "shift": self.shift, "sum_z": self.sum_z, "sum_zz": self.sum_zz}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "RunningStats":
+        positions, k = state["shift"].shape
+        stats = cls.__new__(cls)
+        stats.n = int(state["n"])
+        stats.shift, stats.sum_z, stats.sum_zz = (state[key].to(device, torch.float32) for key in ("shift", "sum_z", "sum_zz"))
+        return stats
+
+
+def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, chunk: int = 256,
+                 in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """mu (P, k) and precision (cov + eps I)^{-1} (P, k, k) from the running sums.
+
+    Each chunk of positions goes through float64 Cholesky (never batched LU: with some torch CPU
+    builds it returns garbage pivots for k >= 200). in_place reuses sum_zz's memory for the
+    precision, so the stats are spent afterwards.
+    """
+    n = stats.n
+    if n < 1 or (unbiased and n < 2):
+        raise UserError(f"need at least {2 if unbiased else 1} training images to fit, got {n}")
+    positions, k = stats.sum_z.shape
+    precision = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
+    eye = torch.eye(k, dtype=torch.float64, device=stats.sum_z.device)
+    for start in range(0, positions, chunk):
+        part = slice(start, start + chunk)
+        m = stats.sum_z[part].double() / n
+        cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
+        if unbiased:
+            cov *= n / (n - 1)
+        chol, info = torch.linalg.cholesky_ex(cov + eps * eye)
+        if bool((info != 0).any()):
+            raise UserError(f"covariance is not positive definite with --eps {eps}; use a larger --eps")
+        precision[part] = torch.cholesky_inverse(chol).to(precision.dtype)
+    mu = stats.mean()
+    return mu, precision
+
+
+def mahalanobis(z: torch.Tensor, mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """sqrt((z - mu)^T precision (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
+    diff = z - mu.unsqueeze(1)
+    squared = (torch.bmm(diff, precision) * diff).sum(dim=2)
+    return squared.clamp_min_(0).sqrt_()

@@ -1,0 +1,164 @@
+"""The thin core: fit on a loader, score a batch, save, load. No I/O beyond the model file."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from common import UserError, atomic_write
+from models.backbone import FeatureExtractor, default_k, feature_dim
+from models.embedding import make_projection
+from models.gaussian import RunningStats, fit_gaussian, mahalanobis
+from models.postprocess import feature_size, gaussian_blur, upsample
+
+FORMAT = "semiortho-model"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    backbone: str = "resnet18"
+    k: int = 100
+    approx: str = "ortho"
+    seed: int = 1111
+    image_size: tuple[int, int] = (256, 256)  # (H, W) images are resized to
+    crop: tuple[int, int] | None = None  # centre crop after resizing: the network's input size
+    eps: float = 0.01
+    unbiased: bool = False
+    sigma: float = 4.0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.crop or self.image_size
+
+
+class SemiOrthogonal(torch.nn.Module):
+    """Multi-scale features -> z = W^T x -> one Gaussian per position -> Mahalanobis score maps."""
+
+    def __init__(self, config: Config, weights: str = "imagenet"):
+        super().__init__()
+        self.config = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)  # --weights random is reproducible from the seed
+            self.extractor = FeatureExtractor(config.backbone, weights)
+        W = make_projection(feature_dim(config.backbone), config.k, config.approx, config.seed)
+        self.register_buffer("W", W)
+        self.feature_size = feature_size(config.input_size)
+        self.stats: RunningStats | None = None
+        self.register_buffer("mu", None)
+        self.register_buffer("precision", None)
+        self.thresholds: dict[str, float] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.W.device
+
+    @property
+    def positions(self) -> int:
+        return self.feature_size[0] * self.feature_size[1]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> z (P, B, k).
+
+        Each stage is projected by its rows of W at its own resolution and then upsampled: nearest
+        upsampling commutes with a per-position linear map, so this equals projecting the F-channel
+        concatenation, without ever building it.
+        """
+        features = self.extractor(images)
+        z = None
+        start = 0
+        for feature in features:
+            rows = self.W[start:start + feature.shape[1]].to(feature.dtype)
+            start += feature.shape[1]
+            part = torch.einsum("bchw,ck->bkhw", feature, rows)
+            if part.shape[-2:] != self.feature_size:
+                part = F.interpolate(part, size=self.feature_size, mode="nearest")
+            z = part if z is None else z + part
+        b, k = z.shape[:2]
+        return z.float().reshape(b, k, -1).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after."""
+        if self.stats is None:
+            self.stats = RunningStats(self.positions, self.W.shape[1], self.device)
+        for images in batches:
+            self.stats.update(self.embed(images.to(self.device, non_blocking=True)))
+
+    def finalize(self, keep_stats: bool = False) -> None:
+        """mu and the precision from the sums. Without keep_stats the sums' memory becomes the precision."""
+        if self.stats is None or self.stats.n == 0:
+            raise UserError("no training images were fitted")
+        self.mu, self.precision = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
+                                               in_place=not keep_stats)
+        if not keep_stats:
+            self.stats = None
+
+    @torch.no_grad()
+    def distances(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> Mahalanobis distances at feature resolution (B, h, w)."""
+        if self.precision is None:
+            raise RuntimeError("finalize() the model before scoring")
+        d = mahalanobis(self.embed(images.to(self.device, non_blocking=True)), self.mu, self.precision)
+        return d.t().reshape(-1, *self.feature_size)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> score maps (B, H, W) smoothed at input size, and image scores (B,) = map max."""
+        maps = gaussian_blur(upsample(self.distances(images), self.config.input_size), self.config.sigma)
+        return maps, maps.flatten(1).amax(dim=1)
+
+    def save(self, path: str | Path) -> None:
+        """Atomically writes config, W, the running sums, the backbone and thresholds (no pickled code)."""
+        if self.stats is None:
+            raise RuntimeError("save() needs the running sums: call it before finalize() or keep_stats=True")
+        state = {
+            "format": FORMAT, "version": VERSION,
+            "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self.config).items()},
+            "W": self.W.cpu(),
+            "stats": {key: value.cpu() for key, value in self.stats.state().items()},
+            "thresholds": dict(self.thresholds),
+            "backbone": {key: value.cpu() for key, value in self.extractor.state_dict().items()},
+        }
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> "SemiOrthogonal":
+        state = read_model_file(path)
+        config = state["config"]
+        config = Config(**{**config, "image_size": tuple(config["image_size"]),
+                           "crop": tuple(config["crop"]) if config["crop"] else None})
+        model = cls(config, weights="random")
+        model.extractor.load_state_dict(state["backbone"])
+        model.W.copy_(state["W"])
+        model.thresholds = dict(state.get("thresholds") or {})
+        model.to(device)
+        model.stats = RunningStats.from_state(state["stats"], device)
+        if finalize:
+            model.finalize(keep_stats=True)
+        return model
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The saved dictionary, or a one-line UserError for a file that is missing, truncated or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no model file {path}; pass the model.pt that train.py wrote")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable model file ({type(e).__name__}); it may be truncated: refit") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a semi-orthogonal model written by train.py")
+    if state.get("version") != VERSION:
+        raise UserError(f"{path} has model format version {state.get('version')}, this code reads {VERSION}; refit")
+    return state
+
+
+def build(backbone: str, k: int | None, **kwargs) -> SemiOrthogonal:
+    """Convenience: a model with the paper's default k for the backbone."""
+    weights = kwargs.pop("weights", "imagenet")
+    return SemiOrthogonal(Config(backbone=backbone, k=k or default_k(backbone), **kwargs), weights)

@@ -1,0 +1,181 @@
+"""The model against direct float64 formulas: W, streaming statistics, precision, distances, smoothing."""
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+
+from common import UserError
+from models import (Config, RunningStats, SemiOrthogonal, feature_dim, fit_gaussian, gaussian_blur,
+                    mahalanobis, make_projection, read_model_file)
+from models.backbone import BACKBONES, FeatureExtractor
+from models.postprocess import feature_size
+
+
+@pytest.mark.parametrize("F_, k", [(448, 100), (88, 88), (30, 7)])
+def test_ortho_projection_is_semi_orthogonal_and_seeded(F_, k):
+    W = make_projection(F_, k, "ortho", seed=3).double()
+    assert W.shape == (F_, k)
+    assert torch.allclose(W.T @ W, torch.eye(k, dtype=torch.float64), atol=1e-5)
+    assert torch.equal(make_projection(F_, k, "ortho", seed=3), make_projection(F_, k, "ortho", seed=3))
+    assert not torch.equal(make_projection(F_, k, "ortho", seed=3), make_projection(F_, k, "ortho", seed=4))
+
+
+def test_sample_full_gaussian_projections():
+    W = make_projection(50, 10, "sample", seed=1)
+    assert torch.equal(W.sum(0), torch.ones(10)) and set(W.unique().tolist()) == {0.0, 1.0}
+    assert W.sum(1).max() == 1  # distinct channels
+    assert torch.equal(make_projection(50, 10, "full"), torch.eye(50))
+    G = make_projection(500, 20, "gaussian", seed=1)
+    assert abs(G.std().item() - 1) < 0.05 and not torch.allclose(G.T @ G, torch.eye(20) * 500, atol=1.0)
+    with pytest.raises(UserError, match="--k 51"):
+        make_projection(50, 51, "ortho")
+
+
+def reference_stats(z: np.ndarray, eps: float, unbiased: bool):
+    """z (P, N, k) float64 -> mu, precision per position by the textbook formula."""
+    mu = z.mean(axis=1)
+    prec = []
+    for p in range(z.shape[0]):
+        cov = np.cov(z[p].T, bias=not unbiased) + eps * np.eye(z.shape[2])
+        prec.append(np.linalg.inv(cov))
+    return mu, np.stack(prec)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_streaming_fit_matches_float64_formula_with_large_offset(unbiased):
+    rng = np.random.default_rng(0)
+    P, N, k = 5, 300, 12
+    scale = rng.uniform(0.1, 3, size=(1, 1, k))
+    z = 1000.0 + rng.normal(size=(P, N, k)) * scale + rng.normal(size=(P, 1, k))  # big mean, small spread
+    stats = RunningStats(P, k)
+    for start in range(0, N, 37):  # uneven batches
+        stats.update(torch.from_numpy(z[:, start:start + 37]).float())
+    mu, prec = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk=2)
+    ref_mu, ref_prec = reference_stats(z, 0.01, unbiased)
+    assert stats.n == N
+    np.testing.assert_allclose(mu.double().numpy(), ref_mu, rtol=1e-6)
+    # float32 inputs carry ~1e-4 absolute rounding at 1000; precision must still agree to ~1e-3 relative
+    np.testing.assert_allclose(prec.double().numpy(), ref_prec, rtol=2e-3, atol=2e-3 * np.abs(ref_prec).max())
+
+
+def test_precision_for_large_k_is_exact():
+    # batched LU on some CPU builds returns garbage for k >= 200: Cholesky must not
+    rng = np.random.default_rng(1)
+    P, N, k = 3, 600, 256
+    z = rng.normal(size=(P, N, k)) @ rng.normal(size=(k, k)) * 0.1
+    stats = RunningStats(P, k)
+    stats.update(torch.from_numpy(z).float())
+    _, prec = fit_gaussian(stats, eps=0.01)
+    _, ref = reference_stats(z.astype(np.float32).astype(np.float64), 0.01, False)
+    err = np.abs(prec.double().numpy() - ref).max() / np.abs(ref).max()
+    assert err < 1e-3
+
+
+def test_mahalanobis_matches_direct_formula():
+    rng = np.random.default_rng(2)
+    P, B, k = 4, 6, 9
+    a = rng.normal(size=(P, k, k))
+    prec = a @ a.transpose(0, 2, 1) + np.eye(k)
+    mu, z = rng.normal(size=(P, k)), rng.normal(size=(P, B, k))
+    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, prec)))
+    ref = np.array([[np.sqrt((z[p, b] - mu[p]) @ prec[p] @ (z[p, b] - mu[p])) for b in range(B)] for p in range(P)])
+    np.testing.assert_allclose(d.numpy(), ref, rtol=1e-10)
+
+
+def test_merge_equals_single_fit():
+    rng = np.random.default_rng(3)
+    z = torch.from_numpy(rng.normal(size=(4, 90, 6)) * 2 + 50).float()
+    whole, a, b = RunningStats(4, 6), RunningStats(4, 6), RunningStats(4, 6)
+    whole.update(z)
+    a.update(z[:, :30])
+    b.update(z[:, 30:])
+    a.merge(b)
+    assert a.n == whole.n
+    for x, y in zip(fit_gaussian(a, 0.01), fit_gaussian(whole, 0.01)):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 24), (8, 12)])
+def test_gaussian_blur_matches_scipy(shape):
+    maps = np.random.default_rng(4).random((2, *shape))
+    ours = gaussian_blur(torch.from_numpy(maps), sigma=4.0).numpy()
+    ref = np.stack([scipy.ndimage.gaussian_filter(m, sigma=4, truncate=4.0, mode="reflect") for m in maps])
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("size", [(64, 64), (88, 32), (70, 50)])
+def test_feature_maps_have_expected_channels_and_size(name, size):
+    torch.manual_seed(0)
+    extractor = FeatureExtractor(name, "random")
+    outputs = extractor(torch.zeros(1, 3, *size))
+    assert [o.shape[1] for o in outputs] == list(BACKBONES[name][2])
+    assert tuple(outputs[0].shape[-2:]) == feature_size(size)
+    assert sum(o.shape[1] for o in outputs) == feature_dim(name)
+
+
+def test_resnet_extractor_never_runs_layer4():
+    extractor = FeatureExtractor("resnet18", "random")
+    assert not any("layer4" in n or n.startswith("fc") for n, _ in extractor.named_modules())
+
+
+def test_embedding_equals_projection_of_concatenated_features():
+    torch.manual_seed(0)
+    model = SemiOrthogonal(Config(backbone="resnet18", k=20, image_size=(64, 96)), weights="random")
+    images = torch.randn(2, 3, 64, 96)
+    features = model.extractor(images)
+    h, w = model.feature_size
+    full = torch.cat([F.interpolate(f, size=(h, w), mode="nearest") for f in features], dim=1)  # (B, F, h, w)
+    ref = torch.einsum("bfhw,fk->hwbk", full.double(), model.W.double()).reshape(h * w, 2, 20)
+    torch.testing.assert_close(model.embed(images).double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_save_load_predict_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    config = Config(backbone="resnet18", k=16, image_size=(48, 48), seed=5)
+    model = SemiOrthogonal(config, weights="random")
+    train = torch.randn(10, 3, 48, 48)
+    model.fit([train[:4], train[4:]])
+    model.save(tmp_path / "model.pt")
+    model.finalize()
+    test = torch.randn(3, 3, 48, 48)
+    maps, scores = model.predict(test)
+    assert maps.shape == (3, 48, 48) and torch.equal(scores, maps.flatten(1).amax(1))
+    loaded = SemiOrthogonal.load(tmp_path / "model.pt")
+    maps2, _ = loaded.predict(test)
+    torch.testing.assert_close(maps, maps2)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert state["stats"]["n"] == 10 and state["config"]["k"] == 16
+    # the random backbone is rebuilt from the seed alone
+    again = SemiOrthogonal(config, weights="random")
+    for a, b in zip(again.extractor.state_dict().values(), model.extractor.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_model_file_errors(tmp_path):
+    with pytest.raises(UserError, match="no model file"):
+        read_model_file(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="truncated"):
+        read_model_file(tmp_path / "junk.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a semi-orthogonal model"):
+        read_model_file(tmp_path / "other.pt")
+
+
+def test_missing_weights_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        FeatureExtractor("resnet18", str(tmp_path / "nope.pth"))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="does not fit"):
+        FeatureExtractor("resnet18", str(tmp_path / "bad.pth"))
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    torch.manual_seed(1)
+    import torchvision
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    extractor = FeatureExtractor("resnet18", str(tmp_path / "r18.pth"))
+    assert torch.equal(extractor.body[4][0].conv1.weight, reference.layer1[0].conv1.weight)

@@ -1,0 +1,242 @@
+"""Fit a semi-orthogonal embedding model per category, score its test split and report PRO / ROC.
+
+    python train.py --dataset synthetic --category weave --weights random
+    python train.py --dataroot /data/MVTec_AD --category carpet --metric auproc --fpr 0.3
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import UserError, atomic_write, one_line, save_npz, write_json
+from datasets import MODULES, NEEDS_ROOT, loader
+from datasets.base import ImageDataset, Sample
+from models import APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, default_k, feature_dim
+
+CSV_COLUMNS = ["dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
+               "n_val", "n_test", "aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "seconds", "output"]
+METRICS = ["aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc"]
+
+
+def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
+    if not values:
+        return None
+    if len(values) > 2 or min(values) < 16:
+        raise UserError(f"{flag} takes one size S or two sizes H W, each at least 16")
+    return (values[0], values[-1])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataroot", default=os.environ.get("DATA"),
+                      help="dataset folder (default: the DATA environment variable; synthetic: a cache folder)")
+    data.add_argument("--dataset", default="mvtecad", choices=list(MODULES))
+    data.add_argument("--category", default="all", help="a category, a comma-separated list, or all (default)")
+    data.add_argument("--fold", type=int, default=None, help="KolektorSDD fold 0..2 (default: all three)")
+    data.add_argument("--split-file", default=None, help="KolektorSDD split.pyb (default: <dataroot>-training-splits/split.pyb)")
+    data.add_argument("--scale", choices=["half", "full"], default="half", help="KolektorSDD input scale")
+    data.add_argument("--startidx", type=int, default=0, help="mSTC: test frames with index %% 5 == startidx")
+    data.add_argument("--train-frames", type=int, default=5000, help="mSTC: training frames sampled")
+    data.add_argument("--image-size", type=int, nargs="+", default=None, metavar="S",
+                      help="resize to S x S, or H W (default: the dataset's protocol, 256 for MVTec AD)")
+    data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
+                      help="centre crop after resizing, e.g. 224 for PaDiM's geometry (default: none)")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", "--arch", dest="model", default="wide_resnet50_2", choices=list(BACKBONES))
+    model.add_argument("--weights", default="imagenet", help="imagenet (default), random, or a state-dict file")
+    model.add_argument("--approx", default="ortho", choices=APPROXIMATIONS,
+                       help="ortho: semi-orthogonal W (paper); sample: PaDiM channel selection; gaussian; full: exact")
+    model.add_argument("--k", type=int, default=None, help="embedding size (default 300 for WRN-50-2, else 100)")
+    model.add_argument("--eps", type=float, default=None, help="covariance regulariser (default 0.01; mSTC 0.3)")
+    model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
+    model.add_argument("--seed", type=int, default=1111)
+    run = p.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run.add_argument("--fpr", type=float, default=0.3, help="FPR limit of the PRO integral (default 0.3)")
+    run.add_argument("--metric", choices=["auproc", "auroc"], default="auproc", help="the headline printed")
+    run.add_argument("--nsamples", type=int, default=1000, help="thresholds of the paper's PRO/ROC protocol")
+    run.add_argument("--experiment", default=None, help="output folder (default: runs/<date-time>)")
+    run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
+    run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
+    args = p.parse_args(argv)
+    args.image_size = size_pair(args.image_size, "--image-size")
+    args.crop = size_pair(args.crop, "--crop")
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be at least 1 and --workers at least 0")
+    if not 0 < args.fpr <= 1:
+        raise UserError(f"--fpr {args.fpr} must be in (0, 1]")
+    if args.k is not None and args.approx != "full" and not 1 <= args.k <= feature_dim(args.model):
+        raise UserError(f"--k {args.k} must be between 1 and F = {feature_dim(args.model)} for {args.model}")
+    args.k = feature_dim(args.model) if args.approx == "full" else (args.k or default_k(args.model))
+    if args.experiment is None:
+        args.experiment = str(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    args.report = args.report or str(Path(args.experiment) / "results.csv")
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def split_validation(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Every 10th training image is held out as (normal) validation, as the paper does."""
+    return ([s for i, s in enumerate(train) if i % 10 != 9], [s for i, s in enumerate(train) if i % 10 == 9])
+
+
+def make_loader(samples: list[Sample], config: Config, args: argparse.Namespace,
+                device: torch.device) -> torch.utils.data.DataLoader:
+    dataset = ImageDataset(samples, config.image_size, config.crop)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
+                                       pin_memory=device.type == "cuda", shuffle=False)
+
+
+@torch.no_grad()
+def score(model: SemiOrthogonal, data: torch.utils.data.DataLoader) -> dict[str, np.ndarray]:
+    maps, image_scores, masks, labels = [], [], [], []
+    for batch in data:
+        batch_maps, batch_scores = model.predict(batch["image"])
+        maps.append(batch_maps.float().cpu().numpy())
+        image_scores.append(batch_scores.float().cpu().numpy())
+        masks.append(batch["mask"].numpy())
+        labels.append(batch["label"].numpy())
+    return {"maps": np.concatenate(maps), "image_scores": np.concatenate(image_scores),
+            "masks": np.concatenate(masks).astype(np.uint8), "labels": np.concatenate(labels).astype(np.int8)}
+
+
+def append_row(report: Path, row: dict) -> None:
+    """Appends one row to the results CSV (header once), rewriting the file atomically."""
+    old = report.read_text() if report.exists() else ""
+    if old and old.splitlines()[0].split(",") != CSV_COLUMNS:
+        raise UserError(f"{report} has other columns than this version writes; pass another --report")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    if not old:
+        writer.writeheader()
+    writer.writerow({key: row.get(key, "") for key in CSV_COLUMNS})
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(old + buffer.getvalue())
+    atomic_write(report, write)
+
+
+def headline(category: str, metrics: dict, metric: str) -> str:
+    if metric == "auproc":
+        return f"{category}: SEG AUPROC {metrics['aupro']:.4f} (paper protocol {metrics['paper_pro']:.4f})"
+    return (f"{category}: SEG AUROC {metrics['pixel_auroc']:.4f} (paper protocol {metrics['paper_roc']:.4f})"
+            f"  DET AUROC {metrics['image_auroc']:.4f}")
+
+
+def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
+                 device: torch.device) -> dict:
+    import metrics as metric_functions  # scipy-heavy; imported once it is needed
+
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    splits = loader(args.dataset).load(root, category, args)
+    for note in splits.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    fit_samples, val_samples = split_validation(splits.train)
+    if not fit_samples:
+        raise UserError(f"no training images for {args.dataset}/{category}")
+    config = Config(backbone=args.model, k=args.k, approx=args.approx, seed=args.seed,
+                    image_size=args.image_size or splits.image_size, crop=args.crop,
+                    eps=splits.eps if args.eps is None else args.eps, unbiased=args.unbiased)
+    if config.crop and (config.crop[0] > config.image_size[0] or config.crop[1] > config.image_size[1]):
+        raise UserError(f"--crop {config.crop} is larger than --image-size {config.image_size}")
+    model = SemiOrthogonal(config, weights=args.weights).to(device)
+
+    t = time.perf_counter()
+    model.fit(batch["image"] for batch in make_loader(fit_samples, config, args, device))
+    seconds["fit"] = time.perf_counter() - t
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.pt")
+    t = time.perf_counter()
+    model.finalize()
+    seconds["precision"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = score(model, make_loader(splits.test, config, args, device))
+    seconds["score"] = time.perf_counter() - t
+    timings: dict[str, float] = {}
+    values = metric_functions.evaluate(result["maps"], result["masks"], result["image_scores"], result["labels"],
+                                       fpr_limit=args.fpr, num_thresholds=args.nsamples, timings=timings)
+    seconds.update({f"metric_{name}": value for name, value in timings.items()})
+    seconds["total"] = time.perf_counter() - start
+
+    save_npz(out_dir / "scores.npz", maps=result["maps"].astype(np.float16), masks=result["masks"],
+             labels=result["labels"], image_scores=result["image_scores"],
+             defects=np.array([s.defect for s in splits.test]), paths=np.array([str(s.image) for s in splits.test]))
+    summary = {
+        "dataset": args.dataset, "category": category, "model": args.model, "approx": args.approx, "k": config.k,
+        "eps": config.eps, "image_size": list(config.image_size), "crop": list(config.crop) if config.crop else None,
+        "seed": args.seed, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
+        "num_thresholds": args.nsamples, "n_train": len(fit_samples), "n_val": len(val_samples),
+        "n_test": len(splits.test), "metrics": values, "seconds": seconds,
+    }
+    write_json(out_dir / "metrics.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(args.dataroot).expanduser() if args.dataroot else None
+    if args.dataset in NEEDS_ROOT:
+        if root is None:
+            raise UserError(f"no dataset folder for --dataset {args.dataset}: pass --dataroot or set DATA")
+        if not root.is_dir():
+            raise UserError(f"--dataroot {root} is not a folder; pass the {args.dataset} dataset folder")
+    known = loader(args.dataset).categories(root, args)
+    wanted = known if args.category == "all" else [c.strip() for c in args.category.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in known]
+    if unknown or not wanted:
+        raise UserError(f"unknown category {', '.join(unknown) or '(none)'} for --dataset {args.dataset} "
+                        f"(found: {', '.join(known) or 'none'})")
+    out_dirs = {c: Path(args.experiment) / args.dataset / c for c in wanted}
+    taken = [str(d) for d in out_dirs.values() if d.exists() and any(d.iterdir())]
+    if taken and not args.overwrite:
+        raise UserError(f"{taken[0]} already holds results; pass --overwrite or another --experiment")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    rows = []
+    for category in wanted:
+        summary = run_category(args, root, category, out_dirs[category], device)
+        row = {**summary, **summary["metrics"], "image_size": "x".join(map(str, summary["image_size"])),
+               "crop": "x".join(map(str, summary["crop"])) if summary["crop"] else "",
+               "seconds": f"{summary['seconds']['total']:.2f}", "output": str(out_dirs[category])}
+        row.update({m: f"{summary['metrics'][m]:.6f}" for m in METRICS})
+        append_row(Path(args.report), row)
+        rows.append(summary)
+        print(headline(category, summary["metrics"], args.metric), flush=True)
+    if len(rows) > 1:
+        mean = {m: float(np.mean([r["metrics"][m] for r in rows])) for m in METRICS}
+        append_row(Path(args.report), {"dataset": args.dataset, "category": "mean", "model": args.model,
+                                       "approx": args.approx, "k": args.k, "seed": args.seed,
+                                       **{m: f"{v:.6f}" for m, v in mean.items()}})
+        print(headline("mean", mean, args.metric))
+    print(f"results: {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
