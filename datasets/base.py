@@ -96,7 +96,7 @@ class ImageDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         h, w = self.image_size
         image = read_image(sample.image).resize((w, h), Image.BILINEAR)
-        pixels = torch.from_numpy(np.ascontiguousarray(self._crop(np.asarray(image))))
+        pixels = torch.from_numpy(np.array(self._crop(np.asarray(image))))  # a writable copy
         pixels = pixels.permute(2, 0, 1).float().div_(255)
         if sample.mask is None:
             mask = np.zeros(self.output_size, dtype=np.uint8)
