@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from common import UserError, atomic_write, one_line, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import ImageDataset, Sample
-from models import APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, default_k, feature_dim
+from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
+                    feature_dim, read_model_file, write_thresholds)
 
 CSV_COLUMNS = ["dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
                "n_val", "n_test", "aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "seconds", "output"]
@@ -52,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
                       help="centre crop after resizing, e.g. 224 for PaDiM's geometry (default: none)")
     model = p.add_argument_group("model")
-    model.add_argument("--model", "--arch", dest="model", default="wide_resnet50_2", choices=list(BACKBONES))
+    model.add_argument("--model", "--arch", dest="model", default=None, choices=list(BACKBONES),
+                       help="backbone (default wide_resnet50_2, or the --resume file's)")
     model.add_argument("--weights", default="imagenet", help="imagenet (default), random, or a state-dict file")
     model.add_argument("--approx", default="ortho", choices=APPROXIMATIONS,
                        help="ortho: semi-orthogonal W (paper); sample: PaDiM channel selection; gaussian; full: exact")
@@ -60,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--eps", type=float, default=None, help="covariance regulariser (default 0.01; mSTC 0.3)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
     model.add_argument("--seed", type=int, default=1111)
+    model.add_argument("--resume", default=None, metavar="MODEL_PT",
+                       help="add this run's training images to the sums stored in a model.pt (same backbone, W, size)")
+    model.add_argument("--val-fpr", type=float, default=0.01,
+                       help="false-positive rate on the normal validation images that sets the stored thresholds")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -77,9 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     if not 0 < args.fpr <= 1:
         raise UserError(f"--fpr {args.fpr} must be in (0, 1]")
-    if args.k is not None and args.approx != "full" and not 1 <= args.k <= feature_dim(args.model):
-        raise UserError(f"--k {args.k} must be between 1 and F = {feature_dim(args.model)} for {args.model}")
-    args.k = feature_dim(args.model) if args.approx == "full" else (args.k or default_k(args.model))
+    if not 0 <= args.val_fpr < 1:
+        raise UserError(f"--val-fpr {args.val_fpr} must be in [0, 1)")
+    if args.resume is None:
+        args.model = args.model or "wide_resnet50_2"
+        if args.k is not None and args.approx != "full" and not 1 <= args.k <= feature_dim(args.model):
+            raise UserError(f"--k {args.k} must be between 1 and F = {feature_dim(args.model)} for {args.model}")
+        args.k = feature_dim(args.model) if args.approx == "full" else (args.k or default_k(args.model))
     if args.experiment is None:
         args.experiment = str(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     args.report = args.report or str(Path(args.experiment) / "results.csv")
@@ -142,6 +153,29 @@ def headline(category: str, metrics: dict, metric: str) -> str:
             f"  DET AUROC {metrics['image_auroc']:.4f}")
 
 
+def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiOrthogonal:
+    """A new model from the flags, or the --resume file's model with its sums, checked against the flags."""
+    image_size = args.image_size or splits.image_size
+    eps = splits.eps if args.eps is None else args.eps
+    if args.resume is None:
+        config = Config(backbone=args.model, k=args.k, approx=args.approx, seed=args.seed, image_size=image_size,
+                        crop=args.crop, eps=eps, unbiased=args.unbiased)
+        if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
+            raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
+        return SemiOrthogonal(config, weights=args.weights).to(device)
+    stored = config_from_state(read_model_file(args.resume))
+    requested = {"--model": (args.model, stored.backbone), "--k": (args.k, stored.k),
+                 "--image-size": (image_size, stored.image_size), "--crop": (args.crop, stored.crop)}
+    for flag, (asked, have) in requested.items():
+        if asked is not None and asked != have:
+            raise UserError(f"--resume {args.resume} was fitted with {flag} {have}, not {asked}; "
+                            f"fit a new model or pass {flag} {have}")
+    model = SemiOrthogonal.load(args.resume, device, finalize=False)
+    if model.config.eps != eps or model.config.unbiased != args.unbiased:
+        model.config = replace(model.config, eps=eps, unbiased=args.unbiased)  # not part of the sums
+    return model
+
+
 def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
                  device: torch.device) -> dict:
     import metrics as metric_functions  # scipy-heavy; imported once it is needed
@@ -154,21 +188,27 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     fit_samples, val_samples = split_validation(splits.train)
     if not fit_samples:
         raise UserError(f"no training images for {args.dataset}/{category}")
-    config = Config(backbone=args.model, k=args.k, approx=args.approx, seed=args.seed,
-                    image_size=args.image_size or splits.image_size, crop=args.crop,
-                    eps=splits.eps if args.eps is None else args.eps, unbiased=args.unbiased)
-    if config.crop and (config.crop[0] > config.image_size[0] or config.crop[1] > config.image_size[1]):
-        raise UserError(f"--crop {config.crop} is larger than --image-size {config.image_size}")
-    model = SemiOrthogonal(config, weights=args.weights).to(device)
+    model = build_model(args, splits, device)
+    config = model.config
 
     t = time.perf_counter()
     model.fit(batch["image"] for batch in make_loader(fit_samples, config, args, device))
     seconds["fit"] = time.perf_counter() - t
+    n_fitted = model.stats.n
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.pt")
+    model.save(out_dir / "model.pt")  # the sums, before finalize() turns their memory into the precision
     t = time.perf_counter()
     model.finalize()
     seconds["precision"] = time.perf_counter() - t
+
+    thresholds = {}
+    if val_samples:
+        validation = score(model, make_loader(val_samples, config, args, device))
+        thresholds = calibrate(validation["maps"], validation["image_scores"], args.val_fpr)
+        write_thresholds(out_dir / "model.pt", thresholds)
+    else:
+        print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
+              file=sys.stderr)
 
     t = time.perf_counter()
     result = score(model, make_loader(splits.test, config, args, device))
@@ -183,11 +223,12 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
              labels=result["labels"], image_scores=result["image_scores"],
              defects=np.array([s.defect for s in splits.test]), paths=np.array([str(s.image) for s in splits.test]))
     summary = {
-        "dataset": args.dataset, "category": category, "model": args.model, "approx": args.approx, "k": config.k,
+        "dataset": args.dataset, "category": category, "model": config.backbone, "approx": config.approx, "k": config.k,
         "eps": config.eps, "image_size": list(config.image_size), "crop": list(config.crop) if config.crop else None,
-        "seed": args.seed, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
+        "seed": config.seed, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
         "num_thresholds": args.nsamples, "n_train": len(fit_samples), "n_val": len(val_samples),
-        "n_test": len(splits.test), "metrics": values, "seconds": seconds,
+        "n_test": len(splits.test), "metrics": values, "seconds": seconds, "thresholds": thresholds,
+        "resumed_from": args.resume, "n_fitted_total": n_fitted,
     }
     write_json(out_dir / "metrics.json", summary)
     return summary
@@ -207,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not wanted:
         raise UserError(f"unknown category {', '.join(unknown) or '(none)'} for --dataset {args.dataset} "
                         f"(found: {', '.join(known) or 'none'})")
+    if args.resume and len(wanted) > 1:
+        raise UserError("--resume extends one model: pass a single --category")
     out_dirs = {c: Path(args.experiment) / args.dataset / c for c in wanted}
     taken = [str(d) for d in out_dirs.values() if d.exists() and any(d.iterdir())]
     if taken and not args.overwrite:
@@ -226,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print(headline(category, summary["metrics"], args.metric), flush=True)
     if len(rows) > 1:
         mean = {m: float(np.mean([r["metrics"][m] for r in rows])) for m in METRICS}
-        append_row(Path(args.report), {"dataset": args.dataset, "category": "mean", "model": args.model,
-                                       "approx": args.approx, "k": args.k, "seed": args.seed,
+        append_row(Path(args.report), {"dataset": args.dataset, "category": "mean", "model": rows[0]["model"],
+                                       "approx": rows[0]["approx"], "k": rows[0]["k"], "seed": rows[0]["seed"],
                                        **{m: f"{v:.6f}" for m, v in mean.items()}})
         print(headline("mean", mean, args.metric))
     print(f"results: {args.report}")

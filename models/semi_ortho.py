@@ -128,10 +128,7 @@ class SemiOrthogonal(torch.nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> "SemiOrthogonal":
         state = read_model_file(path)
-        config = state["config"]
-        config = Config(**{**config, "image_size": tuple(config["image_size"]),
-                           "crop": tuple(config["crop"]) if config["crop"] else None})
-        model = cls(config, weights="random")
+        model = cls(config_from_state(state), weights="random")
         model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
@@ -156,6 +153,19 @@ def read_model_file(path: str | Path) -> dict:
     if state.get("version") != VERSION:
         raise UserError(f"{path} has model format version {state.get('version')}, this code reads {VERSION}; refit")
     return state
+
+
+def write_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
+    """Stores calibrated thresholds in an existing model file, atomically, without loading it into memory."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state["thresholds"] = dict(thresholds)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def config_from_state(state: dict) -> Config:
+    config = state["config"]
+    return Config(**{**config, "image_size": tuple(config["image_size"]),
+                     "crop": tuple(config["crop"]) if config["crop"] else None})
 
 
 def build(backbone: str, k: int | None, **kwargs) -> SemiOrthogonal:
