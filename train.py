@@ -165,7 +165,7 @@ def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiO
         return SemiOrthogonal(config, weights=args.weights).to(device)
     stored = config_from_state(read_model_file(args.resume))
     requested = {"--model": (args.model, stored.backbone), "--k": (args.k, stored.k),
-                 "--image-size": (image_size, stored.image_size), "--crop": (args.crop, stored.crop)}
+                 "--image-size": (args.image_size, stored.image_size), "--crop": (args.crop, stored.crop)}
     for flag, (asked, have) in requested.items():
         if asked is not None and asked != have:
             raise UserError(f"--resume {args.resume} was fitted with {flag} {have}, not {asked}; "

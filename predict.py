@@ -1,0 +1,165 @@
+"""Run a fitted model on new images: heat maps, overlays, binary masks and predictions.csv.
+
+    python predict.py --model runs/exp/mvtecad/carpet/model.pt --input new_images/ --out predictions/
+
+For every image it writes <name>_heatmap.png, <name>_overlay.png and <name>_mask.png at the image's
+original size; the mask marks pixels scoring above the pixel threshold calibrated on the normal
+validation images at fit time (or --threshold). predictions.csv has one row per image: path,
+image_score, is_anomalous (image score above the image threshold), anomalous_area (fraction of
+pixels in the mask). Unreadable files are reported and skipped; the exit code is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from common import UserError, atomic_write, one_line
+from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
+from models import SemiOrthogonal
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model.pt written by train.py")
+    p.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the calibrated one)")
+    p.add_argument("--image-threshold", type=float, default=None, help="image threshold (default: calibrated)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that has predictions")
+    return p.parse_args(argv)
+
+
+def find_images(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file():
+        found = [path]
+    else:
+        found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    if not found:
+        raise UserError(f"--input {spec}: no image files found")
+    return found
+
+
+class PredictDataset(ImageDataset):
+    """ImageDataset that reports an unreadable file instead of stopping the run."""
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            item = super().__getitem__(index)
+            item["error"] = ""
+        except UserError as error:
+            item = {"image": torch.zeros(3, *self.output_size), "mask": torch.zeros(self.output_size, dtype=torch.uint8),
+                    "label": 0, "index": index, "error": str(error)}
+        return item
+
+
+def to_original_size(score_map: np.ndarray, model: SemiOrthogonal, size: tuple[int, int]) -> np.ndarray:
+    """Maps an input-size score map back onto the original (H, W); outside a centre crop scores are 0."""
+    config = model.config
+    top, left, h, w = center_crop_box(config.image_size, config.crop)
+    full = np.zeros(config.image_size, dtype=np.float32)
+    full[top:top + h, left:left + w] = score_map
+    resized = F.interpolate(torch.from_numpy(full)[None, None], size=size, mode="bilinear", align_corners=False)
+    return resized[0, 0].numpy()
+
+
+def colour(score_map: np.ndarray, low: float, high: float) -> np.ndarray:
+    import matplotlib
+
+    normalised = np.clip((score_map - low) / max(high - low, 1e-12), 0, 1)
+    return (matplotlib.colormaps["jet"](normalised)[..., :3] * 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """File stems, made unique when images in different folders share a name."""
+    names, seen = [], {}
+    for path in paths:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if (out / "predictions.csv").exists() and not args.overwrite:
+        raise UserError(f"{out} already holds predictions; pass --overwrite or another --out")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and device.type != "cuda":
+        raise UserError("--device cuda: no CUDA device is available")
+    model = SemiOrthogonal.load(args.model, device)
+    pixel_threshold = args.threshold if args.threshold is not None else model.thresholds.get("pixel")
+    image_threshold = args.image_threshold if args.image_threshold is not None else model.thresholds.get("image")
+    if pixel_threshold is None or image_threshold is None:
+        raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
+                        "pass --threshold and --image-threshold")
+    paths = find_images(args.input)
+    names = output_names(paths)
+    dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop)
+    data = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    # the colour scale puts the pixel threshold in the middle, anchored at the normal median
+    low = model.thresholds.get("val_pixel_median", 0.0)
+    high = 2 * pixel_threshold - low
+    rows, failures = [], 0
+    from tqdm import tqdm
+
+    with tqdm(total=len(paths), unit="img", disable=None, file=sys.stderr) as progress:
+        for batch in data:
+            maps, scores = model.predict(batch["image"])
+            for i, index in enumerate(batch["index"].tolist()):
+                progress.update(1)
+                path = paths[index]
+                if batch["error"][i]:
+                    failures += 1
+                    print(f"skipped: {one_line(UserError(batch['error'][i]))}", file=sys.stderr)
+                    continue
+                original = read_image(path)
+                score_map = to_original_size(maps[i].float().cpu().numpy(), model, (original.height, original.width))
+                mask = score_map > pixel_threshold
+                heat = colour(score_map, low, high)
+                overlay = (0.55 * np.asarray(original) + 0.45 * heat).astype(np.uint8)
+                save_png(heat, out / f"{names[index]}_heatmap.png")
+                save_png(overlay, out / f"{names[index]}_overlay.png")
+                save_png(mask.astype(np.uint8) * 255, out / f"{names[index]}_mask.png")
+                score_value = float(scores[i])
+                rows.append({"path": str(path), "image_score": f"{score_value:.6f}",
+                             "is_anomalous": int(score_value > image_threshold),
+                             "anomalous_area": f"{mask.mean():.6f}"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["path", "image_score", "is_anomalous", "anomalous_area"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "predictions.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    flagged = sum(r["is_anomalous"] for r in rows)
+    print(f"{len(rows)} images scored, {flagged} anomalous; {failures} unreadable; results: {out / 'predictions.csv'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
