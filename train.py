@@ -21,6 +21,7 @@ import torch
 from common import UserError, atomic_write, one_line, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import ImageDataset, Sample
+from models.distributed import all_reduce_stats, init_from_environment, shard
 from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
                     feature_dim, read_model_file, write_thresholds)
 
@@ -177,7 +178,8 @@ def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiO
 
 
 def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
-                 device: torch.device) -> dict:
+                 device: torch.device, rank: int = 0, world: int = 1) -> dict | None:
+    """Fits, calibrates, scores and evaluates one category; under torchrun only rank 0 goes past the fit."""
     import metrics as metric_functions  # scipy-heavy; imported once it is needed
 
     start = time.perf_counter()
@@ -191,10 +193,16 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     model = build_model(args, splits, device)
     config = model.config
 
+    if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
+        model.stats = None
     t = time.perf_counter()
-    model.fit(batch["image"] for batch in make_loader(fit_samples, config, args, device))
+    model.fit(batch["image"] for batch in make_loader(shard(fit_samples, rank, world), config, args, device))
+    if world > 1:
+        all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
     n_fitted = model.stats.n
+    if rank != 0:
+        return None
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.pt")  # the sums, before finalize() turns their memory into the precision
     t = time.perf_counter()
@@ -254,12 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     taken = [str(d) for d in out_dirs.values() if d.exists() and any(d.iterdir())]
     if taken and not args.overwrite:
         raise UserError(f"{taken[0]} already holds results; pass --overwrite or another --experiment")
-    device = resolve_device(args.device)
+    rank, world, device = init_from_environment(args.device != "cpu" and torch.cuda.is_available())
+    device = device or resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     rows = []
     for category in wanted:
-        summary = run_category(args, root, category, out_dirs[category], device)
+        summary = run_category(args, root, category, out_dirs[category], device, rank, world)
+        if summary is None:  # not rank 0: it only contributed its shard of the sums
+            continue
         row = {**summary, **summary["metrics"], "image_size": "x".join(map(str, summary["image_size"])),
                "crop": "x".join(map(str, summary["crop"])) if summary["crop"] else "",
                "seconds": f"{summary['seconds']['total']:.2f}", "output": str(out_dirs[category])}
@@ -267,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         append_row(Path(args.report), row)
         rows.append(summary)
         print(headline(category, summary["metrics"], args.metric), flush=True)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return 0
     if len(rows) > 1:
         mean = {m: float(np.mean([r["metrics"][m] for r in rows])) for m in METRICS}
         append_row(Path(args.report), {"dataset": args.dataset, "category": "mean", "model": rows[0]["model"],

@@ -28,21 +28,28 @@ class RunningStats:
         self.sum_zz.baddbmm_(centred.transpose(1, 2), centred)
         self.n += z.shape[1]
 
-    def merge(self, other: "RunningStats", chunk: int = 256) -> None:
-        """Adds another fit's sums, re-expressed around this shift: exact for disjoint image sets."""
+    def reshift(self, shift: torch.Tensor, chunk: int = 256) -> None:
+        """Re-expresses the sums around another shift b: sum (z - b) = sum (z - a) + n (a - b)."""
+        for start in range(0, shift.shape[0], chunk):  # float64 temporaries stay small
+            part = slice(start, start + chunk)
+            d = (self.shift[part] - shift[part]).double()
+            s1 = self.sum_z[part].double()
+            outer = s1.unsqueeze(2) * d.unsqueeze(1)
+            s2 = self.sum_zz[part].double() + outer + outer.transpose(1, 2) + self.n * d.unsqueeze(2) * d.unsqueeze(1)
+            self.sum_zz[part] = s2.to(self.sum_zz.dtype)
+            self.sum_z[part] = (s1 + self.n * d).to(self.sum_z.dtype)
+        self.shift = shift.clone()
+
+    def merge(self, other: "RunningStats") -> None:
+        """Adds another fit's sums: exact for disjoint image sets. `other` is re-expressed in place."""
         if other.n == 0:
             return
         if self.n == 0:
             self.n, self.shift, self.sum_z, self.sum_zz = other.n, other.shift.clone(), other.sum_z.clone(), other.sum_zz.clone()
             return
-        for start in range(0, self.shift.shape[0], chunk):  # float64 temporaries stay small
-            part = slice(start, start + chunk)
-            d = (other.shift[part] - self.shift[part]).double()  # sum (z - a) = sum (z - b) + n (b - a)
-            s1, s2 = other.sum_z[part].double(), other.sum_zz[part].double()
-            outer = s1.unsqueeze(2) * d.unsqueeze(1)
-            s2 += outer + outer.transpose(1, 2) + other.n * d.unsqueeze(2) * d.unsqueeze(1)
-            self.sum_zz[part] += s2.to(self.sum_zz.dtype)
-            self.sum_z[part] += (s1 + other.n * d).to(self.sum_z.dtype)
+        other.reshift(self.shift)
+        self.sum_z += other.sum_z
+        self.sum_zz += other.sum_zz
         self.n += other.n
 
     def mean(self) -> torch.Tensor:
