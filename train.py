@@ -41,7 +41,7 @@ def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
-    data.add_argument("--dataroot", default=os.environ.get("DATA"),
+    data.add_argument("--dataroot", default=None,
                       help="dataset folder (default: the DATA environment variable; synthetic: a cache folder)")
     data.add_argument("--dataset", default="mvtecad", choices=list(MODULES))
     data.add_argument("--category", default="all", help="a category, a comma-separated list, or all (default)")
@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.image_size = size_pair(args.image_size, "--image-size")
     args.crop = size_pair(args.crop, "--crop")
+    if args.dataroot is None and args.dataset in NEEDS_ROOT:
+        args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     if not 0 < args.fpr <= 1:
