@@ -69,17 +69,18 @@ class RunningStats:
 
 def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, chunk: int = 256,
                  in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """mu (P, k) and precision (cov + eps I)^{-1} (P, k, k) from the running sums.
+    """mu (P, k) and the precision's Cholesky-based factor A = L^{-1} (P, k, k), lower triangular,
+    where cov + eps I = L L^T; so precision = A^T A and the distance is |A (z - mu)|.
 
-    Each chunk of positions goes through float64 Cholesky (never batched LU: with some torch CPU
-    builds it returns garbage pivots for k >= 200). in_place reuses sum_zz's memory for the
-    precision, so the stats are spent afterwards.
+    Each chunk of positions goes through float64 Cholesky and a triangular solve (never batched LU:
+    with some torch CPU builds it returns garbage pivots for k >= 200). in_place reuses sum_zz's
+    memory for the factor, so the stats are spent afterwards.
     """
     n = stats.n
     if n < 1 or (unbiased and n < 2):
         raise UserError(f"need at least {2 if unbiased else 1} training images to fit, got {n}")
     positions, k = stats.sum_z.shape
-    precision = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
+    factor = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
     eye = torch.eye(k, dtype=torch.float64, device=stats.sum_z.device)
     for start in range(0, positions, chunk):
         part = slice(start, start + chunk)
@@ -90,13 +91,12 @@ def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, chunk:
         chol, info = torch.linalg.cholesky_ex(cov + eps * eye)
         if bool((info != 0).any()):
             raise UserError(f"covariance is not positive definite with --eps {eps}; use a larger --eps")
-        precision[part] = torch.cholesky_inverse(chol).to(precision.dtype)
-    mu = stats.mean()
-    return mu, precision
+        identity = eye.expand_as(chol)
+        factor[part] = torch.linalg.solve_triangular(chol, identity, upper=False).to(factor.dtype)
+    return stats.mean(), factor
 
 
-def mahalanobis(z: torch.Tensor, mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """sqrt((z - mu)^T precision (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
-    diff = z - mu.unsqueeze(1)
-    squared = (torch.bmm(diff, precision) * diff).sum(dim=2)
-    return squared.clamp_min_(0).sqrt_()
+def mahalanobis(z: torch.Tensor, mu: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """sqrt((z - mu)^T A^T A (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
+    whitened = torch.bmm(z - mu.unsqueeze(1), factor.transpose(1, 2))
+    return whitened.square_().sum(dim=2).sqrt_()

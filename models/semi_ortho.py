@@ -49,7 +49,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.feature_size = feature_size(config.input_size)
         self.stats: RunningStats | None = None
         self.register_buffer("mu", None)
-        self.register_buffer("precision", None)
+        self.register_buffer("precision_factor", None)  # A with precision = A^T A
         self.thresholds: dict[str, float] = {}
 
     @property
@@ -89,10 +89,10 @@ class SemiOrthogonal(torch.nn.Module):
             self.stats.update(self.embed(images.to(self.device, non_blocking=True)))
 
     def finalize(self, keep_stats: bool = False) -> None:
-        """mu and the precision from the sums. Without keep_stats the sums' memory becomes the precision."""
+        """mu and the precision factor from the sums. Without keep_stats the sums' memory becomes the factor."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        self.mu, self.precision = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
+        self.mu, self.precision_factor = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
                                                in_place=not keep_stats)
         if not keep_stats:
             self.stats = None
@@ -100,9 +100,9 @@ class SemiOrthogonal(torch.nn.Module):
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> Mahalanobis distances at feature resolution (B, h, w)."""
-        if self.precision is None:
+        if self.precision_factor is None:
             raise RuntimeError("finalize() the model before scoring")
-        d = mahalanobis(self.embed(images.to(self.device, non_blocking=True)), self.mu, self.precision)
+        d = mahalanobis(self.embed(images.to(self.device, non_blocking=True)), self.mu, self.precision_factor)
         return d.t().reshape(-1, *self.feature_size)
 
     @torch.no_grad()

@@ -51,7 +51,9 @@ def test_streaming_fit_matches_float64_formula_with_large_offset(unbiased):
     stats = RunningStats(P, k)
     for start in range(0, N, 37):  # uneven batches
         stats.update(torch.from_numpy(z[:, start:start + 37]).float())
-    mu, prec = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk=2)
+    mu, factor = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk=2)
+    prec = factor.transpose(1, 2).double() @ factor.double()
+    assert torch.equal(factor, factor.tril())
     ref_mu, ref_prec = reference_stats(z, 0.01, unbiased)
     assert stats.n == N
     np.testing.assert_allclose(mu.double().numpy(), ref_mu, rtol=1e-6)
@@ -66,7 +68,8 @@ def test_precision_for_large_k_is_exact():
     z = rng.normal(size=(P, N, k)) @ rng.normal(size=(k, k)) * 0.1
     stats = RunningStats(P, k)
     stats.update(torch.from_numpy(z).float())
-    _, prec = fit_gaussian(stats, eps=0.01)
+    _, factor = fit_gaussian(stats, eps=0.01)
+    prec = factor.transpose(1, 2).double() @ factor.double()
     _, ref = reference_stats(z.astype(np.float32).astype(np.float64), 0.01, False)
     err = np.abs(prec.double().numpy() - ref).max() / np.abs(ref).max()
     assert err < 1e-3
@@ -75,10 +78,10 @@ def test_precision_for_large_k_is_exact():
 def test_mahalanobis_matches_direct_formula():
     rng = np.random.default_rng(2)
     P, B, k = 4, 6, 9
-    a = rng.normal(size=(P, k, k))
-    prec = a @ a.transpose(0, 2, 1) + np.eye(k)
+    factor = np.tril(rng.normal(size=(P, k, k))) + 3 * np.eye(k)
+    prec = factor.transpose(0, 2, 1) @ factor
     mu, z = rng.normal(size=(P, k)), rng.normal(size=(P, B, k))
-    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, prec)))
+    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, factor)))
     ref = np.array([[np.sqrt((z[p, b] - mu[p]) @ prec[p] @ (z[p, b] - mu[p])) for b in range(B)] for p in range(P)])
     np.testing.assert_allclose(d.numpy(), ref, rtol=1e-10)
 
