@@ -11,16 +11,18 @@ import io
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from common import UserError, atomic_write, one_line, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
-from datasets.base import ImageDataset, Sample
+from datasets.base import Sample, SegmentedLoader
 from models.distributed import all_reduce_stats, init_from_environment, shard
 from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
                     feature_dim, read_model_file, write_thresholds)
@@ -113,22 +115,18 @@ def split_validation(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return ([s for i, s in enumerate(train) if i % 10 != 9], [s for i, s in enumerate(train) if i % 10 == 9])
 
 
-def make_loader(samples: list[Sample], config: Config, args: argparse.Namespace,
-                device: torch.device) -> torch.utils.data.DataLoader:
-    dataset = ImageDataset(samples, config.image_size, config.crop)
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                                       pin_memory=device.type == "cuda", shuffle=False)
-
-
 @torch.no_grad()
-def score(model: SemiOrthogonal, data: torch.utils.data.DataLoader) -> dict[str, np.ndarray]:
+def score(model: SemiOrthogonal, batches: Iterable[dict]) -> dict[str, np.ndarray] | None:
+    """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
     maps, image_scores, masks, labels = [], [], [], []
-    for batch in data:
+    for batch in batches:
         batch_maps, batch_scores = model.predict(batch["image"])
         maps.append(batch_maps.float().cpu().numpy())
         image_scores.append(batch_scores.float().cpu().numpy())
         masks.append(batch["mask"].numpy())
         labels.append(batch["label"].numpy())
+    if not maps:
+        return None
     return {"maps": np.concatenate(maps), "image_scores": np.concatenate(image_scores),
             "masks": np.concatenate(masks).astype(np.uint8), "labels": np.concatenate(labels).astype(np.int8)}
 
@@ -181,9 +179,8 @@ def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiO
 
 def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
                  device: torch.device, rank: int = 0, world: int = 1) -> dict | None:
-    """Fits, calibrates, scores and evaluates one category; under torchrun only rank 0 goes past the fit."""
-    import metrics as metric_functions  # scipy-heavy; imported once it is needed
-
+    """Fits, calibrates and scores one category on the device; under torchrun only rank 0 goes past
+    the fit. Returns what finish_category() needs: the CPU work left (metrics, files)."""
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     splits = loader(args.dataset).load(root, category, args)
@@ -194,11 +191,14 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
         raise UserError(f"no training images for {args.dataset}/{category}")
     model = build_model(args, splits, device)
     config = model.config
-
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
+    segments = [shard(fit_samples, rank, world)] + ([val_samples, splits.test] if rank == 0 else [])
+    data = SegmentedLoader(segments, config.image_size, config.crop, args.batch_size, args.workers,
+                           pin_memory=device.type == "cuda")
+
     t = time.perf_counter()
-    model.fit(batch["image"] for batch in make_loader(shard(fit_samples, rank, world), config, args, device))
+    model.fit(batch["image"] for batch in data.segment(0))
     if world > 1:
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
@@ -211,36 +211,60 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     model.finalize()
     seconds["precision"] = time.perf_counter() - t
 
+    t = time.perf_counter()
     thresholds = {}
+    validation = score(model, data.segment(1))
     if val_samples:
-        validation = score(model, make_loader(val_samples, config, args, device))
         thresholds = calibrate(validation["maps"], validation["image_scores"], args.val_fpr)
         write_thresholds(out_dir / "model.pt", thresholds)
     else:
         print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
               file=sys.stderr)
-
+    seconds["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    result = score(model, make_loader(splits.test, config, args, device))
+    result = score(model, data.segment(2))
     seconds["score"] = time.perf_counter() - t
-    timings: dict[str, float] = {}
-    values = metric_functions.evaluate(result["maps"], result["masks"], result["image_scores"], result["labels"],
-                                       fpr_limit=args.fpr, num_thresholds=args.nsamples, timings=timings)
-    seconds.update({f"metric_{name}": value for name, value in timings.items()})
-    seconds["total"] = time.perf_counter() - start
-
-    save_npz(out_dir / "scores.npz", maps=result["maps"].astype(np.float16), masks=result["masks"],
-             labels=result["labels"], image_scores=result["image_scores"],
-             defects=np.array([s.defect for s in splits.test]), paths=np.array([str(s.image) for s in splits.test]))
+    seconds["device_total"] = time.perf_counter() - start
     summary = {
         "dataset": args.dataset, "category": category, "model": config.backbone, "approx": config.approx, "k": config.k,
         "eps": config.eps, "image_size": list(config.image_size), "crop": list(config.crop) if config.crop else None,
         "seed": config.seed, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
         "num_thresholds": args.nsamples, "n_train": len(fit_samples), "n_val": len(val_samples),
-        "n_test": len(splits.test), "metrics": values, "seconds": seconds, "thresholds": thresholds,
+        "n_test": len(splits.test), "metrics": {}, "seconds": seconds, "thresholds": thresholds,
         "resumed_from": args.resume, "n_fitted_total": n_fitted,
     }
+    return {"summary": summary, "result": result, "test": splits.test, "out_dir": out_dir}
+
+
+def finish_category(args: argparse.Namespace, work: dict) -> dict:
+    """The CPU half of a category: every metric, scores.npz, metrics.json, the CSV row. Runs in a
+    background thread so the device can fit the next category meanwhile."""
+    import metrics as metric_functions  # scipy-heavy; imported once it is needed
+
+    summary, result, out_dir = work["summary"], work["result"], work["out_dir"]
+    timings: dict[str, float] = {}
+    summary["metrics"] = metric_functions.evaluate(result["maps"], result["masks"], result["image_scores"],
+                                                   result["labels"], fpr_limit=args.fpr,
+                                                   num_thresholds=args.nsamples, timings=timings)
+    t = time.perf_counter()
+    save_npz(out_dir / "scores.npz", maps=result["maps"].astype(np.float16), masks=result["masks"],
+             labels=result["labels"], image_scores=result["image_scores"],
+             defects=np.array([s.defect for s in work["test"]]), paths=np.array([str(s.image) for s in work["test"]]))
+    seconds = summary["seconds"]
+    seconds.update({f"metric_{name}": value for name, value in timings.items()})
+    seconds["write"] = time.perf_counter() - t
+    seconds["total"] = seconds["device_total"] + sum(timings.values()) + seconds["write"]
     write_json(out_dir / "metrics.json", summary)
+    row = {**summary, "image_size": "x".join(map(str, summary["image_size"])),
+           "crop": "x".join(map(str, summary["crop"])) if summary["crop"] else "",
+           "seconds": f"{seconds['total']:.2f}", "output": str(out_dir)}
+    row.update({m: f"{summary['metrics'][m]:.6f}" for m in METRICS})
+    append_row(Path(args.report), row)
+    return summary
+
+
+def report(summary: dict, metric: str) -> dict:
+    print(headline(summary["category"], summary["metrics"], metric), flush=True)
     return summary
 
 
@@ -268,18 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     device = device or resolve_device(args.device)
     torch.manual_seed(args.seed)
 
-    rows = []
-    for category in wanted:
-        summary = run_category(args, root, category, out_dirs[category], device, rank, world)
-        if summary is None:  # not rank 0: it only contributed its shard of the sums
-            continue
-        row = {**summary, **summary["metrics"], "image_size": "x".join(map(str, summary["image_size"])),
-               "crop": "x".join(map(str, summary["crop"])) if summary["crop"] else "",
-               "seconds": f"{summary['seconds']['total']:.2f}", "output": str(out_dirs[category])}
-        row.update({m: f"{summary['metrics'][m]:.6f}" for m in METRICS})
-        append_row(Path(args.report), row)
-        rows.append(summary)
-        print(headline(category, summary["metrics"], args.metric), flush=True)
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=1) as background:
+        pending = None
+        for category in wanted:
+            work = run_category(args, root, category, out_dirs[category], device, rank, world)
+            if pending is not None:  # at most one category's maps wait for their metrics
+                rows.append(report(pending.result(), args.metric))
+            pending = background.submit(finish_category, args, work) if work is not None else None
+        if pending is not None:
+            rows.append(report(pending.result(), args.metric))
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:

@@ -109,3 +109,35 @@ class ImageDataset(torch.utils.data.Dataset):
             "label": sample.label,
             "index": index,
         }
+
+
+class SegmentedLoader:
+    """One DataLoader over consecutive segments of samples (e.g. fit, validation, test).
+
+    Batches never straddle a segment, and `segment(i)` yields segment i's batches; segments must be
+    read in order. One loader per category means the workers start once and keep decoding the
+    next segment while the model works on the previous one (e.g. during the precision).
+    """
+
+    def __init__(self, segments: Sequence[Sequence[Sample]], image_size: tuple[int, int],
+                 crop: tuple[int, int] | None, batch_size: int, workers: int, pin_memory: bool = False):
+        samples, batches, self.counts, start = [], [], [], 0
+        for segment in segments:
+            samples.extend(segment)
+            stop = start + len(segment)
+            chunks = [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
+            batches.extend(chunks)
+            self.counts.append(len(chunks))
+            start = stop
+        self.dataset = ImageDataset(samples, image_size, crop)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=workers,
+                                             pin_memory=pin_memory)
+        self._batches = iter(loader) if batches else iter(())
+        self._next = 0
+
+    def segment(self, index: int):
+        if index != self._next:
+            raise RuntimeError(f"segments are read in order: expected {self._next}, asked for {index}")
+        self._next += 1
+        for _ in range(self.counts[index]):
+            yield next(self._batches)

@@ -1,0 +1,225 @@
+"""KolektorSDD (`--dataset kolektor`) and KolektorSDD2 (`--dataset kolektor2`) loaders.
+
+KolektorSDD, as distributed::
+
+    <dataroot>/kos01/Part0.jpg, Part0_label.bmp, ... Part7.jpg, Part7_label.bmp   (kos21 has 7 parts)
+    ...
+    <dataroot>/kos50/...
+    <dataroot>-training-splits/split.pyb    (official split file; or pass --split-file PATH)
+
+`split.pyb` is a pickle `[train_split, test_split, all]`; `train_split[fold]` and `test_split[fold]`
+list the kos folder names of fold 0..2. It is read with a restricted unpickler (only plain lists,
+tuples, dicts and strings), never with `pickle.load`. A part is defective when its label bitmap has a
+non-zero pixel (an all-zero bitmap = defect-free). Unsupervised protocol: train on the defect-free
+parts of the fold's train folders, test on every part of the fold's test folders. Categories are
+`fold0`, `fold1`, `fold2` (`--fold N` keeps one; `--category all` = the three). Images are resized to 704 x 256 (H x W,
+`--scale half`, the paper) or 1408 x 512 (`--scale full`).
+
+KolektorSDD2, as distributed::
+
+    <dataroot>/train/10000.png, 10000_GT.png, ...
+    <dataroot>/test/20000.png, 20000_GT.png, ...
+
+The known duplicates `10301 (copy).png` / `10301_GT (copy).png` (and any other "(copy)" file) are
+skipped with a note. Train on the defect-free train images (all-zero `_GT` mask), test on all test
+images. One category, `ksdd2`; 704 x 256 (`--scale full`: 1408 x 512, as the authors' code allows).
+
+Interface: module-level `categories(root, args)` / `load(root, category, args)` serve KolektorSDD, and
+serve KolektorSDD2 when `args.dataset == "kolektor2"`; `KolektorSDD2.categories` / `KolektorSDD2.load`
+are the KolektorSDD2 pair explicitly (so either module or class can be registered for `kolektor2`).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+
+from common import UserError
+from datasets.base import Sample, Splits, read_mask
+
+FOLDS = (0, 1, 2)
+SCALES = {"half": (704, 256), "full": (1408, 512)}
+PART_RE = re.compile(r"^Part(\d+)\.jpg$", re.IGNORECASE)
+KSDD2_RE = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+
+
+def image_size(args) -> tuple[int, int]:
+    scale = getattr(args, "scale", None) or "half"
+    if scale not in SCALES:
+        raise UserError(f"--scale {scale!r} is not one of {', '.join(SCALES)}; use --scale half (704 x 256) "
+                        "or --scale full (1408 x 512)")
+    return SCALES[scale]
+
+
+def has_defect(mask_path: Path) -> bool:
+    return bool(np.asarray(read_mask(mask_path)).any())
+
+
+# --------------------------------------------------------------------------------------------------
+# KolektorSDD
+
+class _SplitUnpickler(pickle.Unpickler):
+    """Only builtin containers and strings: the split file is data, never code."""
+    ALLOWED = {("builtins", "list"), ("builtins", "str"), ("builtins", "dict"), ("builtins", "tuple"),
+               ("__builtin__", "list"), ("__builtin__", "str"), ("__builtin__", "dict"),
+               ("__builtin__", "tuple"), ("__builtin__", "unicode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return {"list": list, "str": str, "unicode": str, "dict": dict, "tuple": tuple}[name]
+        raise pickle.UnpicklingError(f"forbidden object {module}.{name}")
+
+
+def split_file_path(root: Path, args) -> Path:
+    given = getattr(args, "split_file", None)
+    if given:
+        return Path(given)
+    root = Path(os.path.abspath(root))  # "." or "..": the folder's own name; symlinks are not followed
+    return root.parent / f"{root.name}-training-splits" / "split.pyb"
+
+
+def read_split_file(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """(train_split, test_split), each a list of 3 lists of kos folder names."""
+    if not path.is_file():
+        raise UserError(f"KolektorSDD split file {path} not found; download the official training splits "
+                        "next to the dataset (<dataroot>-training-splits/split.pyb) or pass --split-file PATH")
+    try:
+        data = _SplitUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except Exception as e:  # any unpickling failure is a bad file the user has to replace
+        raise UserError(f"cannot read KolektorSDD split file {path}: {e}; use the official split.pyb") from None
+
+    def folders(seq, what):
+        if not isinstance(seq, (list, tuple)) or len(seq) < len(FOLDS):
+            raise UserError(f"KolektorSDD split file {path}: {what} is not a list of {len(FOLDS)} folds; "
+                            "use the official split.pyb")
+        out = []
+        for fold in FOLDS:
+            names = seq[fold]
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+                raise UserError(f"KolektorSDD split file {path}: {what}[{fold}] is not a list of folder "
+                                "names; use the official split.pyb")
+            out.append([n.decode() if isinstance(n, bytes) else n for n in names])
+        return out
+
+    if not isinstance(data, (list, tuple)) or len(data) < 2:
+        raise UserError(f"KolektorSDD split file {path} is not [train_split, test_split, all]; "
+                        "use the official split.pyb")
+    return folders(data[0], "train_split"), folders(data[1], "test_split")
+
+
+def parse_fold(category: str) -> int:
+    match = re.fullmatch(r"(?:fold)?(\d+)", str(category))
+    fold = int(match.group(1)) if match else None
+    if fold not in FOLDS:
+        raise UserError(f"KolektorSDD fold {category!r} is outside 0..2; use --fold 0, 1 or 2 "
+                        "(or --category fold0|fold1|fold2|all)")
+    return fold
+
+
+def categories(root: Path, args) -> list[str]:
+    if getattr(args, "dataset", None) == "kolektor2":
+        return KolektorSDD2.categories(root, args)
+    fold = getattr(args, "fold", None)
+    if fold is not None:
+        return [f"fold{parse_fold(str(fold))}"]
+    return [f"fold{f}" for f in FOLDS]
+
+
+def kos_parts(root: Path, folder: str) -> list[Sample]:
+    """Every part of one kos folder, in part order, labelled by reading its label bitmap."""
+    path = Path(root) / folder
+    if not path.is_dir():
+        raise UserError(f"KolektorSDD folder {path} (named in the split file) not found; check --dataroot "
+                        "points at the folder holding kos01..kos50")
+    parts = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := PART_RE.match(p.name)))
+    if not parts:
+        raise UserError(f"KolektorSDD folder {path} holds no PartN.jpg images; re-extract the dataset")
+    samples = []
+    for _, image in parts:
+        mask = image.with_name(f"{image.stem}_label.bmp")
+        if not mask.is_file():
+            raise UserError(f"KolektorSDD label {mask} not found; re-extract the dataset")
+        if has_defect(mask):
+            samples.append(Sample(image=image, mask=mask, label=1, defect="defect"))
+        else:
+            samples.append(Sample(image=image, mask=None, label=0, defect="good"))
+    return samples
+
+
+def load(root: Path, category: str, args) -> Splits:
+    if getattr(args, "dataset", None) == "kolektor2":
+        return KolektorSDD2.load(root, category, args)
+    root = Path(root)
+    fold = parse_fold(category)
+    size = image_size(args)
+    train_split, test_split = read_split_file(split_file_path(root, args))
+    train_folders, test_folders = train_split[fold], test_split[fold]
+    notes = []
+    overlap = sorted(set(train_folders) & set(test_folders))
+    if overlap:
+        notes.append(f"KolektorSDD fold {fold}: folders in both train and test splits: {', '.join(overlap)}")
+    train = []
+    for folder in train_folders:
+        for sample in kos_parts(root, folder):
+            if sample.label == 0:
+                train.append(sample)
+    test = [s for folder in test_folders for s in kos_parts(root, folder)]
+    if not train:
+        raise UserError(f"KolektorSDD fold {fold}: no defect-free training images in {root}; check the "
+                        "dataset and split file")
+    return Splits(train=train, test=test, image_size=size, eps=0.01, notes=notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# KolektorSDD2
+
+def ksdd2_split(root: Path, split: str, notes: list[str]) -> list[Sample]:
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise UserError(f"KolektorSDD2 folder {folder} not found; --dataroot must hold train/ and test/")
+    images, copies = [], []
+    for p in folder.iterdir():
+        if not p.is_file():
+            continue
+        if "(copy)" in p.name:
+            copies.append(p.name)
+        elif m := KSDD2_RE.match(p.name):
+            images.append((int(m.group(1)), p))
+    if copies:
+        notes.append(f"KolektorSDD2 {split}/: skipped known duplicate files {', '.join(sorted(copies))}")
+    if not images:
+        raise UserError(f"KolektorSDD2 folder {folder} holds no NNNNN.png images; re-extract the dataset")
+    samples = []
+    for _, image in sorted(images):
+        mask = image.with_name(f"{image.stem}_GT.png")
+        if not mask.is_file():
+            raise UserError(f"KolektorSDD2 mask {mask} not found; re-extract the dataset")
+        if has_defect(mask):
+            samples.append(Sample(image=image, mask=mask, label=1, defect="defect"))
+        else:
+            samples.append(Sample(image=image, mask=None, label=0, defect="good"))
+    return samples
+
+
+class KolektorSDD2:
+    """`--dataset kolektor2`: exposes the same categories()/load() interface as this module."""
+
+    @staticmethod
+    def categories(root: Path, args) -> list[str]:
+        return ["ksdd2"]
+
+    @staticmethod
+    def load(root: Path, category: str, args) -> Splits:
+        if category not in ("ksdd2", "all"):
+            raise UserError(f"KolektorSDD2 has one category, ksdd2, not {category!r}; use --category ksdd2")
+        notes: list[str] = []
+        train_all = ksdd2_split(root, "train", notes)
+        test = ksdd2_split(root, "test", notes)
+        train = [s for s in train_all if s.label == 0]
+        if not train:
+            raise UserError(f"KolektorSDD2: no defect-free training images in {Path(root) / 'train'}")
+        return Splits(train=train, test=test, image_size=image_size(args), eps=0.01, notes=notes)

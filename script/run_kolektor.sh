@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# KolektorSDD (three folds, official split file) then KolektorSDD2, ResNet-18 with k = 100 as the paper;
+# the headline printed is ROC (--metric auroc), the seed's table (every metric lands in the results CSV).
+#   script/run_kolektor.sh [extra train.py args...]
+# Roots: $KOLEKTOR_DATA, else the folder named KolektorSDD found by script/find_up.sh from the current
+# folder (its split file is KolektorSDD-training-splits/split.pyb beside it); $KOLEKTOR2_DATA, else the
+# folder named KolektorSDD2. A dataset whose root is not found is skipped with a message (exit 1 at the
+# end). Extra args come last and override the defaults (do not pass --dataroot: the two datasets have
+# different roots). PYTHON picks the interpreter. Exit status: the first failure's, else 0.
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+py=${PYTHON:-python}
+status=0
+
+run() {
+    echo "$*" >&2
+    "$@"
+    local rc=$?
+    if [ $rc -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
+}
+
+ksdd=${KOLEKTOR_DATA:-$("$here/find_up.sh" KolektorSDD . || true)}
+if [ -n "$ksdd" ]; then
+    run "$py" "$repo/train.py" --dataset kolektor --dataroot "$ksdd" --category all \
+        --model resnet18 --k 100 --metric auroc "$@"
+else
+    echo "$0: no KolektorSDD folder found from $(pwd) (set KOLEKTOR_DATA); skipping KolektorSDD" >&2
+    status=1
+fi
+
+ksdd2=${KOLEKTOR2_DATA:-$("$here/find_up.sh" KolektorSDD2 . || true)}
+if [ -n "$ksdd2" ]; then
+    run "$py" "$repo/train.py" --dataset kolektor2 --dataroot "$ksdd2" --category ksdd2 \
+        --model resnet18 --k 100 --metric auroc "$@"
+else
+    echo "$0: no KolektorSDD2 folder found from $(pwd) (set KOLEKTOR2_DATA); skipping KolektorSDD2" >&2
+    [ $status -eq 0 ] && status=1
+fi
+exit $status

@@ -1,0 +1,167 @@
+"""The user-facing scripts end to end on generated data: script/*.sh and tools/summarize.py."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.synthetic_layouts import write_kolektor, write_kolektor2, write_stc_archives
+from tools.stc_preprocess import preprocess
+from tools.summarize import main as summarize_main
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "script"
+TINY = ["--weights", "random", "--model", "resnet18", "--k", "10", "--batch-size", "8", "--workers", "0",
+        "--device", "cpu"]
+TEXTURES = ["carpet", "grid", "leather", "tile", "wood"]
+
+
+def run(cmd, cwd, env=None, timeout=240):
+    ambient = ("DATA", "MVTEC_DATA", "MVTEC_NAME", "KOLEKTOR_DATA", "KOLEKTOR2_DATA", "STC_DATA", "STC_NAME")
+    env = {**{k: v for k, v in os.environ.items() if k not in ambient}, "PYTHON": sys.executable, **(env or {})}
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def results(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_mvtec(root: Path, categories, seed: int = 0) -> None:
+    """A few 64 x 64 images per category in MVTec AD's layout (bright squares as defects)."""
+    rng = np.random.default_rng(seed)
+
+    def image():
+        y, x = np.mgrid[0:64, 0:64]
+        base = 120 + 40 * np.sin(x / 3 + rng.uniform(0, 1)) * np.sin(y / 4) + rng.normal(0, 4, (64, 64))
+        return np.clip(base, 0, 255).astype(np.uint8)
+
+    for category in categories:
+        folder = root / category
+        for sub in ("train/good", "test/good", "test/hole", "ground_truth/hole"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            Image.fromarray(image()).convert("RGB").save(folder / "train" / "good" / f"{i:03d}.png")
+        for i in range(2):
+            Image.fromarray(image()).convert("RGB").save(folder / "test" / "good" / f"{i:03d}.png")
+            img, mask = image(), np.zeros((64, 64), np.uint8)
+            img[20:34, 16 + 8 * i:30 + 8 * i] = 250
+            mask[20:34, 16 + 8 * i:30 + 8 * i] = 255
+            Image.fromarray(img).convert("RGB").save(folder / "test" / "hole" / f"{i:03d}.png")
+            Image.fromarray(mask).save(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png")
+
+
+# ------------------------------------------------------------------------------------------ find_up / setup
+
+def test_find_up_and_setup(tmp_path):
+    (tmp_path / "data" / "x" / "MVTec_AD").mkdir(parents=True)
+    (tmp_path / "data" / "x" / "MVTec_AD_old").mkdir()
+    deep = tmp_path / "work" / "a" / "b"
+    deep.mkdir(parents=True)
+    found = run([SCRIPT / "find_up.sh", "MVTec_AD"], cwd=deep)
+    assert found.returncode == 0 and found.stdout.strip() == str((tmp_path / "data" / "x" / "MVTec_AD").resolve())
+    assert run([SCRIPT / "find_up.sh", "NoSuchDataset_xyz"], cwd=deep).returncode == 1
+    shell = f'source "{SCRIPT}/setup.sh" MVTec_AD && echo "DATA=<$DATA>"'
+    sourced = run(["bash", "-c", shell], cwd=deep)
+    assert sourced.returncode == 0 and f"DATA=<{found.stdout.strip()}>" in sourced.stdout
+    missing = run(["bash", "-c", f'source "{SCRIPT}/setup.sh" NoSuchDataset_xyz; echo "rc=$? DATA=<$DATA>"'],
+                  cwd=deep, env={"DATA": "kept"})
+    assert "rc=1 DATA=<kept>" in missing.stdout and "NoSuchDataset_xyz" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------- sweep scripts
+
+def test_run_mvtecad_group_in_one_process(tmp_path):
+    write_mvtec(tmp_path / "MVTec_AD", TEXTURES)
+    bad = run([SCRIPT / "run_mvtecad.sh", "TEXTURES"], cwd=tmp_path)
+    assert bad.returncode == 2 and "TEX|OBJA|OBJB|ALL" in bad.stderr
+    report = tmp_path / "runs" / "results.csv"
+    done = run([SCRIPT / "run_mvtecad.sh", "TEX", *TINY, "--image-size", "64", "64",
+                "--experiment", tmp_path / "runs", "--report", report], cwd=tmp_path)  # root found by find_up
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = results(report)
+    assert [r["category"] for r in rows] == TEXTURES + ["mean"]  # one process: one mean row over the group
+    assert all(r["dataset"] == "mvtecad" and r["k"] == "10" for r in rows)
+    assert done.stderr.count("train.py --dataset mvtecad") == 1
+
+
+def test_run_kolektor_three_folds_and_ksdd2(tmp_path):
+    write_kolektor(tmp_path / "KolektorSDD", n_folders=6, parts=4, seed=1)
+    write_kolektor2(tmp_path / "KolektorSDD2", n_train=16, n_test=6, seed=2)
+    report = tmp_path / "runs" / "results.csv"
+    done = run([SCRIPT / "run_kolektor.sh", *TINY, "--image-size", "128", "48",
+                "--experiment", tmp_path / "runs", "--report", report], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = results(report)
+    assert [(r["dataset"], r["category"]) for r in rows] == [
+        ("kolektor", "fold0"), ("kolektor", "fold1"), ("kolektor", "fold2"), ("kolektor", "mean"),
+        ("kolektor2", "ksdd2")]
+    for r in rows[:3] + rows[4:]:
+        assert r["image_size"] == "128x48" and r["model"] == "resnet18" and r["k"] == "10"  # extra args win
+        assert float(r["image_auroc"]) >= 0 and float(r["pixel_auroc"]) > 0.5
+    assert int(rows[0]["n_test"]) == 8  # 2 test folders x 4 parts
+    table = tmp_path / "table.md"
+    assert summarize_main([str(report), "--out", str(table), "--metric", "pixel_auroc"]) == 0
+    text = table.read_text()
+    assert "| Model | Fold 1 | Fold 2 | Fold 3 | Avg (Std) | KolektorSDD2 |" in text
+    assert "| mean |" not in text.replace("**mean**", "")
+
+
+def test_run_stc_after_preprocessing(tmp_path):
+    archives = write_stc_archives(tmp_path / "STC", scenes=(1, 2), videos_per_scene=2, frames_per_video=10,
+                                  clips_per_scene=2, frames_per_clip=15)
+    preprocess(archives, tmp_path / "mSTC", workers=1, progress=False)
+    report = tmp_path / "runs" / "results.csv"
+    done = run([SCRIPT / "run_stc.sh", *TINY, "--image-size", "64", "64", "--train-frames", "30",
+                "--startidx", "1", "--experiment", tmp_path / "runs", "--report", report], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SEG AUROC" in done.stdout  # --metric auroc: the seed's mSTC table is ROC
+    (row,) = results(report)
+    assert row["dataset"] == "mstc" and row["category"] == "mstc" and row["eps"] == "0.3"
+    assert row["seed"] == "5555" and row["k"] == "10"  # the authors' seed; extra args override the k
+    assert (int(row["n_train"]), int(row["n_val"]), int(row["n_test"])) == (27, 3, 4 * 3)
+
+
+# ---------------------------------------------------------------------------------------------- summarize
+
+SAMPLE = """dataset,category,model,approx,k,eps,image_size,crop,seed,n_train,n_val,n_test,aupro,pixel_auroc,image_auroc,paper_pro,paper_roc,seconds,output
+kolektor,fold0,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.953,0.9,0.5,0.953,1,a
+kolektor,fold1,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.951,0.9,0.5,0.951,1,a
+kolektor,fold2,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.976,0.9,0.5,0.976,1,a
+kolektor,mean,resnet18,ortho,100,,,,1111,,,,0.1,0.1,0.1,0.1,0.1,,
+kolektor2,ksdd2,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.981,0.9,0.5,0.981,1,a
+mvtecad,wood,wide_resnet50_2,ortho,300,0.01,256x256,,1111,1,1,1,0.9,0.95,0.99,0.91,0.96,1,a
+mvtecad,carpet,wide_resnet50_2,ortho,300,0.01,256x256,,1111,1,1,1,0.7,0.9,0.8,0.71,0.92,1,a
+mvtecad,carpet,wide_resnet50_2,ortho,300,0.01,256x256,,1111,1,1,1,0.8,0.9,0.8,0.81,0.92,1,a
+mvtecad,mean,wide_resnet50_2,ortho,300,,,,1111,,,,0.1,0.1,0.1,0.1,0.1,,
+"""
+
+
+def test_summarize_sample_csv(tmp_path, capsys):
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text(SAMPLE)
+    assert summarize_main([str(csv_path), "--metric", "paper_roc", "--out", str(tmp_path / "t.md")]) == 0
+    text = capsys.readouterr().out
+    assert text == (tmp_path / "t.md").read_text()
+    # the seed's KolektorSDD row: .953 .951 .976 -> .960 (.014), KolektorSDD2 .981
+    assert "| resnet18 ortho k=100 704x256 seed 1111 | .953 | .951 | .976 | .960 (.014) | .981 |" in text
+    # per-category MVTec table: carpet's later row wins, written mean rows ignored and recomputed
+    assert "| carpet | .920 |" in text and "| wood | .960 |" in text and "| **mean** | .940 |" in text
+    assert "| **mean** | .960 (.014) |" in text and ".100" not in text
+    assert text.index("| carpet |") < text.index("| wood |")
+    assert summarize_main([str(csv_path)]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| Category")][0]
+    assert header == "| Category | aupro | pixel_auroc | image_auroc | paper_pro | paper_roc |"
+
+
+@pytest.mark.parametrize("argv, needle", [(["missing.csv"], "not found"), (["bad.csv"], "lacks the column"),
+                                          (["good.csv", "--metric", "f1"], "--metric f1")])
+def test_summarize_errors(tmp_path, capsys, argv, needle):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "good.csv").write_text(SAMPLE)
+    assert summarize_main([str(tmp_path / argv[0]), *argv[1:]]) == 2
+    assert needle in capsys.readouterr().err

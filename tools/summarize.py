@@ -1,0 +1,192 @@
+"""Turn train.py's results CSV into the seed README's Markdown tables.
+
+    python tools/summarize.py runs/.../results.csv [--out table.md] [--metric paper_roc,paper_pro]
+
+Rows are grouped by configuration (dataset, model, approx, k, eps, image size, crop, seed); a category
+run more than once in a configuration keeps its last row; rows whose category is `mean` (written by
+train.py after multi-category runs) are ignored and the mean is recomputed. Output, for every
+configuration: a table with one row per category and a `mean` row, one column per metric. KolektorSDD
+(`kolektor`, categories fold0..2) also gets the seed's layout, one table per metric: Fold 1 | Fold 2 |
+Fold 3 | Avg (Std) | KolektorSDD2, where Std is the sample standard deviation (n - 1) over the folds
+and the KolektorSDD2 column takes the `kolektor2` row of the same model, approx, k and seed.
+Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of aupro,
+pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import UserError, atomic_write  # noqa: E402
+
+METRICS = ["aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc"]
+CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed"]
+DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
+                  "mstc": "mSTC", "synthetic": "Synthetic"}
+MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
+               "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"]
+
+
+def number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.3f}"
+    return text[1:] if text.startswith("0.") else text.replace("-0.", "-.")
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def std(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"results file {path} not found; pass the results.csv train.py wrote")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ["dataset", "category", *METRICS] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
+        return [row for row in reader if row.get("category") and row["category"] != "mean"]
+
+
+def category_key(dataset: str, category: str):
+    if dataset == "mvtecad" and category in MVTEC_ORDER:
+        return (0, MVTEC_ORDER.index(category), category)
+    return (1, 0, category)
+
+
+def config_label(config: tuple) -> str:
+    c = dict(zip(CONFIG, config))
+    title = DATASET_TITLES.get(c["dataset"], c["dataset"])
+    parts = [p for p in (c["model"], c["approx"], f"k={c['k']}" if c["k"] else "",
+                         f"eps={c['eps']}" if c["eps"] else "", c["image_size"],
+                         f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "") if p]
+    return f"{title}: {', '.join(parts)}"
+
+
+def group(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    groups: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        config = tuple(row.get(c, "") or "" for c in CONFIG)
+        groups.setdefault(config, {})[row["category"]] = row  # a rerun replaces the earlier row
+    return groups
+
+
+def category_table(config: tuple, rows: dict[str, dict], metrics: list[str]) -> list[str]:
+    dataset = config[0]
+    lines = [f"### {config_label(config)}", "",
+             "| Category | " + " | ".join(metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    for category in sorted(rows, key=lambda c: category_key(dataset, c)):
+        values = [fmt(number(rows[category].get(m))) for m in metrics]
+        lines.append(f"| {category} | " + " | ".join(values) + " |")
+    if len(rows) > 1:
+        cells = []
+        for m in metrics:
+            values = [v for r in rows.values() if (v := number(r.get(m))) is not None]
+            cell = fmt(mean(values))
+            if dataset == "kolektor" and std(values) is not None:
+                cell += f" ({fmt(std(values))})"
+            cells.append(cell)
+        lines.append("| **mean** | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def kolektor_tables(groups: dict[tuple, dict[str, dict]], metrics: list[str]) -> list[str]:
+    """The seed's KolektorSDD table: one row per model configuration, per metric."""
+    def model_key(config):
+        c = dict(zip(CONFIG, config))
+        return c["model"], c["approx"], c["k"], c["seed"], c["image_size"]
+
+    ksdd = {model_key(c): rows for c, rows in groups.items() if c[0] == "kolektor"}
+    ksdd2: dict[tuple, dict[str, dict]] = {}
+    for c, rows in groups.items():  # KolektorSDD2 of the same model; the same image size preferred
+        if c[0] == "kolektor2":
+            ksdd2[model_key(c)] = rows
+            ksdd2.setdefault(model_key(c)[:4], rows)
+    if not ksdd:
+        return []
+    lines = []
+    for m in metrics:
+        lines += [f"### KolektorSDD and KolektorSDD2 ({m})", "",
+                  "| Model | Fold 1 | Fold 2 | Fold 3 | Avg (Std) | KolektorSDD2 |",
+                  "|---|---|---|---|---|---|"]
+        for key in sorted(ksdd, key=str):
+            rows = ksdd[key]
+            folds = [number(rows[f"fold{f}"].get(m)) if f"fold{f}" in rows else None for f in range(3)]
+            present = [v for v in folds if v is not None]
+            avg = fmt(mean(present)) + (f" ({fmt(std(present))})" if std(present) is not None else "")
+            second = ksdd2.get(key) or ksdd2.get(key[:4], {})
+            k2 = mean([v for r in second.values() if (v := number(r.get(m))) is not None])
+            model, approx, k, seed, size = key
+            label = f"{model} {approx} k={k}" + (f" {size}" if size else "") + (f" seed {seed}" if seed else "")
+            lines.append(f"| {label} | " + " | ".join(fmt(v) for v in folds) + f" | {avg} | {fmt(k2)} |")
+        lines.append("")
+    return lines
+
+
+def summarize(rows: list[dict], metrics: list[str]) -> str:
+    groups = group(rows)
+    lines: list[str] = []
+    order = list(DATASET_TITLES)
+    for config in sorted(groups, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c)):
+        lines += category_table(config, groups[config], metrics)
+    lines += kolektor_tables(groups, metrics)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def parse_metrics(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(METRICS)
+    chosen = [m.strip() for v in values for m in v.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise UserError(f"--metric {', '.join(unknown) or '(none)'} is not one of {', '.join(METRICS)}")
+    return list(dict.fromkeys(chosen))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="results.csv written by train.py")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    parser.add_argument("--metric", action="append", default=None,
+                        help=f"columns, comma-separated (default: {','.join(METRICS)})")
+    args = parser.parse_args(argv)
+    try:
+        metrics = parse_metrics(args.metric)
+        rows = read_rows(args.results)
+        if not rows:
+            raise UserError(f"{args.results} has no result rows; run train.py first")
+        text = summarize(rows, metrics)
+        if args.out:
+            def write(tmp: str) -> None:
+                Path(tmp).write_text(text)
+            atomic_write(args.out, write)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
