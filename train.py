@@ -71,8 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--val-fpr", type=float, default=0.01,
                        help="false-positive rate on the normal validation images that sets the stored thresholds")
     run = p.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=16)
-    run.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    run.add_argument("--batch-size", type=int, default=None, help="images per batch (default 8 on CPU, 32 on GPU)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
+                          "model down; else 2 on CPU, up to 12 with a GPU)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--fpr", type=float, default=0.3, help="FPR limit of the PRO integral (default 0.3)")
     run.add_argument("--metric", choices=["auproc", "auroc"], default="auproc", help="the headline printed")
@@ -85,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.crop = size_pair(args.crop, "--crop")
     if args.dataroot is None and args.dataset in NEEDS_ROOT:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
-    if args.batch_size < 1 or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     if not 0 < args.fpr <= 1:
         raise UserError(f"--fpr {args.fpr} must be in (0, 1]")
@@ -108,6 +110,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def default_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(12, cores)
+    return 0 if cores <= 2 else 2
 
 
 def split_validation(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -193,8 +202,10 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     config = model.config
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
+    batch_size = args.batch_size or (32 if device.type == "cuda" else 8)
+    workers = args.workers if args.workers is not None else default_workers(device)
     segments = [shard(fit_samples, rank, world)] + ([val_samples, splits.test] if rank == 0 else [])
-    data = SegmentedLoader(segments, config.image_size, config.crop, args.batch_size, args.workers,
+    data = SegmentedLoader(segments, config.image_size, config.crop, batch_size, workers,
                            pin_memory=device.type == "cuda")
 
     t = time.perf_counter()
@@ -216,7 +227,6 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     validation = score(model, data.segment(1))
     if val_samples:
         thresholds = calibrate(validation["maps"], validation["image_scores"], args.val_fpr)
-        write_thresholds(out_dir / "model.pt", thresholds)
     else:
         print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
               file=sys.stderr)
@@ -224,6 +234,9 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     t = time.perf_counter()
     result = score(model, data.segment(2))
     seconds["score"] = time.perf_counter() - t
+    del model, data  # free L before the model file is re-read to add the thresholds
+    if thresholds:
+        write_thresholds(out_dir / "model.pt", thresholds)
     seconds["device_total"] = time.perf_counter() - start
     summary = {
         "dataset": args.dataset, "category": category, "model": config.backbone, "approx": config.approx, "k": config.k,

@@ -1,6 +1,8 @@
 """A Gaussian per feature-map position in k-space: streaming sums, precision, Mahalanobis distance."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from common import UserError
@@ -67,36 +69,43 @@ class RunningStats:
         return stats
 
 
-def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, chunk: int = 256,
-                 in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """mu (P, k) and the precision's Cholesky-based factor A = L^{-1} (P, k, k), lower triangular,
-    where cov + eps I = L L^T; so precision = A^T A and the distance is |A (z - mu)|.
+def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_place: bool = False,
+                 chunk_elements: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """mu (P, k) and the Cholesky factor L (P, k, k), lower triangular, of cov + eps I = L L^T:
+    the precision is (L L^T)^{-1}, and the distance is |L^{-1} (z - mu)|, one triangular solve.
 
-    Each chunk of positions goes through float64 Cholesky and a triangular solve (never batched LU:
-    with some torch CPU builds it returns garbage pivots for k >= 200). in_place reuses sum_zz's
-    memory for the factor, so the stats are spent afterwards.
+    Chunks of positions go through float64 Cholesky (never batched LU: with some torch CPU builds it
+    returns garbage pivots for k >= 200), on CPU in parallel threads since batched Cholesky is
+    single-threaded there. in_place reuses sum_zz's memory for L, so the stats are spent afterwards.
     """
     n = stats.n
     if n < 1 or (unbiased and n < 2):
         raise UserError(f"need at least {2 if unbiased else 1} training images to fit, got {n}")
     positions, k = stats.sum_z.shape
-    factor = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
+    chol = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
     eye = torch.eye(k, dtype=torch.float64, device=stats.sum_z.device)
-    for start in range(0, positions, chunk):
-        part = slice(start, start + chunk)
+    size = max(1, chunk_elements // (k * k))
+    failed = []
+
+    def factorize(start: int) -> None:
+        part = slice(start, start + size)
         m = stats.sum_z[part].double() / n
         cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
         if unbiased:
             cov *= n / (n - 1)
-        chol, info = torch.linalg.cholesky_ex(cov + eps * eye)
-        if bool((info != 0).any()):
-            raise UserError(f"covariance is not positive definite with --eps {eps}; use a larger --eps")
-        identity = eye.expand_as(chol)
-        factor[part] = torch.linalg.solve_triangular(chol, identity, upper=False).to(factor.dtype)
-    return stats.mean(), factor
+        factor, info = torch.linalg.cholesky_ex(cov.add_(eye, alpha=eps))
+        failed.append(bool((info != 0).any()))
+        chol[part] = factor.to(chol.dtype)
+
+    threads = torch.get_num_threads() if chol.device.type == "cpu" else 1
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(factorize, range(0, positions, size)))
+    if any(failed):
+        raise UserError(f"covariance is not positive definite with --eps {eps}; use a larger --eps")
+    return stats.mean(), chol
 
 
-def mahalanobis(z: torch.Tensor, mu: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """sqrt((z - mu)^T A^T A (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
-    whitened = torch.bmm(z - mu.unsqueeze(1), factor.transpose(1, 2))
-    return whitened.square_().sum(dim=2).sqrt_()
+def mahalanobis(z: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """sqrt((z - mu)^T (L L^T)^{-1} (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
+    whitened = torch.linalg.solve_triangular(chol, (z - mu.unsqueeze(1)).transpose(1, 2), upper=False)
+    return whitened.square_().sum(dim=1).sqrt_()

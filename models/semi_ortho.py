@@ -49,7 +49,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.feature_size = feature_size(config.input_size)
         self.stats: RunningStats | None = None
         self.register_buffer("mu", None)
-        self.register_buffer("precision_factor", None)  # A with precision = A^T A
+        self.register_buffer("chol", None)  # L with cov + eps I = L L^T
         self.thresholds: dict[str, float] = {}
 
     @property
@@ -61,13 +61,16 @@ class SemiOrthogonal(torch.nn.Module):
         return self.feature_size[0] * self.feature_size[1]
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> z (P, B, k).
+        """(B, 3, H, W) -> z (P, B, k)."""
+        return self.project(self.extractor(images))
+
+    def project(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The three stage outputs -> z = W^T x (P, B, k) at stride 4.
 
         Each stage is projected by its rows of W at its own resolution and then upsampled: nearest
         upsampling commutes with a per-position linear map, so this equals projecting the F-channel
         concatenation, without ever building it.
         """
-        features = self.extractor(images)
         z = None
         start = 0
         for feature in features:
@@ -81,18 +84,32 @@ class SemiOrthogonal(torch.nn.Module):
         return z.float().reshape(b, k, -1).permute(2, 0, 1)
 
     @torch.no_grad()
-    def fit(self, batches: Iterable[torch.Tensor]) -> None:
-        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after."""
+    def fit(self, batches: Iterable[torch.Tensor], accumulate: int = 32) -> None:
+        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after.
+
+        Embeddings of `accumulate` images are gathered before each update: the update reads and
+        writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small updates are memory-bound.
+        """
         if self.stats is None:
             self.stats = RunningStats(self.positions, self.W.shape[1], self.device)
+        buffer, filled = None, 0
         for images in batches:
-            self.stats.update(self.embed(images.to(self.device, non_blocking=True)))
+            z = self.embed(images.to(self.device, non_blocking=True))
+            if buffer is None:
+                buffer = z.new_empty(z.shape[0], max(accumulate, z.shape[1]), z.shape[2])
+            if filled + z.shape[1] > buffer.shape[1]:
+                self.stats.update(buffer[:, :filled])
+                filled = 0
+            buffer[:, filled:filled + z.shape[1]] = z
+            filled += z.shape[1]
+        if filled:
+            self.stats.update(buffer[:, :filled])
 
     def finalize(self, keep_stats: bool = False) -> None:
-        """mu and the precision factor from the sums. Without keep_stats the sums' memory becomes the factor."""
+        """mu and the Cholesky factor from the sums. Without keep_stats the sums' memory becomes the factor."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        self.mu, self.precision_factor = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
+        self.mu, self.chol = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
                                                in_place=not keep_stats)
         if not keep_stats:
             self.stats = None
@@ -100,15 +117,21 @@ class SemiOrthogonal(torch.nn.Module):
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> Mahalanobis distances at feature resolution (B, h, w)."""
-        if self.precision_factor is None:
+        return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
+
+    def distances_of(self, z: torch.Tensor) -> torch.Tensor:
+        if self.chol is None:
             raise RuntimeError("finalize() the model before scoring")
-        d = mahalanobis(self.embed(images.to(self.device, non_blocking=True)), self.mu, self.precision_factor)
-        return d.t().reshape(-1, *self.feature_size)
+        return mahalanobis(z, self.mu, self.chol).t().reshape(-1, *self.feature_size)
+
+    def smooth(self, distances: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4."""
+        return gaussian_blur(upsample(distances, self.config.input_size), self.config.sigma)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> score maps (B, H, W) smoothed at input size, and image scores (B,) = map max."""
-        maps = gaussian_blur(upsample(self.distances(images), self.config.input_size), self.config.sigma)
+        maps = self.smooth(self.distances(images))
         return maps, maps.flatten(1).amax(dim=1)
 
     def save(self, path: str | Path) -> None:

@@ -51,37 +51,42 @@ def test_streaming_fit_matches_float64_formula_with_large_offset(unbiased):
     stats = RunningStats(P, k)
     for start in range(0, N, 37):  # uneven batches
         stats.update(torch.from_numpy(z[:, start:start + 37]).float())
-    mu, factor = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk=2)
-    prec = factor.transpose(1, 2).double() @ factor.double()
-    assert torch.equal(factor, factor.tril())
+    mu, chol = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk_elements=2 * k * k)
+    assert torch.equal(chol, chol.tril())
+    prec = np.linalg.inv(chol.double().numpy() @ chol.double().numpy().transpose(0, 2, 1))
     ref_mu, ref_prec = reference_stats(z, 0.01, unbiased)
     assert stats.n == N
     np.testing.assert_allclose(mu.double().numpy(), ref_mu, rtol=1e-6)
     # float32 inputs carry ~1e-4 absolute rounding at 1000; precision must still agree to ~1e-3 relative
-    np.testing.assert_allclose(prec.double().numpy(), ref_prec, rtol=2e-3, atol=2e-3 * np.abs(ref_prec).max())
+    np.testing.assert_allclose(prec, ref_prec, rtol=2e-3, atol=2e-3 * np.abs(ref_prec).max())
 
 
-def test_precision_for_large_k_is_exact():
+def test_cholesky_for_large_k_is_exact():
     # batched LU on some CPU builds returns garbage for k >= 200: Cholesky must not
     rng = np.random.default_rng(1)
     P, N, k = 3, 600, 256
     z = rng.normal(size=(P, N, k)) @ rng.normal(size=(k, k)) * 0.1
     stats = RunningStats(P, k)
     stats.update(torch.from_numpy(z).float())
-    _, factor = fit_gaussian(stats, eps=0.01)
-    prec = factor.transpose(1, 2).double() @ factor.double()
-    _, ref = reference_stats(z.astype(np.float32).astype(np.float64), 0.01, False)
-    err = np.abs(prec.double().numpy() - ref).max() / np.abs(ref).max()
-    assert err < 1e-3
+    _, chol = fit_gaussian(stats, eps=0.01)
+    ref_cov = np.stack([np.cov(x.T, bias=True) for x in z.astype(np.float32).astype(np.float64)]) + 0.01 * np.eye(k)
+    cov = chol.double().numpy() @ chol.double().numpy().transpose(0, 2, 1)
+    err = np.abs(cov - ref_cov).max() / np.abs(ref_cov).max()
+    assert err < 1e-5
+    probe = rng.normal(size=(P, 4, k)) * 0.3
+    d = mahalanobis(torch.from_numpy(probe).float(), stats.mean(), chol).double().numpy()
+    ref_mu = z.astype(np.float32).astype(np.float64).mean(axis=1)
+    ref_d = np.sqrt(np.einsum("pbi,pij,pbj->pb", probe - ref_mu[:, None], np.linalg.inv(ref_cov), probe - ref_mu[:, None]))
+    np.testing.assert_allclose(d, ref_d, rtol=1e-3)
 
 
 def test_mahalanobis_matches_direct_formula():
     rng = np.random.default_rng(2)
     P, B, k = 4, 6, 9
-    factor = np.tril(rng.normal(size=(P, k, k))) + 3 * np.eye(k)
-    prec = factor.transpose(0, 2, 1) @ factor
+    chol = np.tril(rng.normal(size=(P, k, k))) + 3 * np.eye(k)
+    prec = np.linalg.inv(chol @ chol.transpose(0, 2, 1))
     mu, z = rng.normal(size=(P, k)), rng.normal(size=(P, B, k))
-    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, factor)))
+    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, chol)))
     ref = np.array([[np.sqrt((z[p, b] - mu[p]) @ prec[p] @ (z[p, b] - mu[p])) for b in range(B)] for p in range(P)])
     np.testing.assert_allclose(d.numpy(), ref, rtol=1e-10)
 
