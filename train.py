@@ -26,6 +26,7 @@ from datasets.base import Sample, SegmentedLoader
 from models.distributed import all_reduce_stats, init_from_environment, shard
 from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
                     feature_dim, read_model_file, write_thresholds)
+from models.semi_ortho import build_extractor
 
 CSV_COLUMNS = ["dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
                "n_val", "n_test", "aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "seconds", "output"]
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--eps", type=float, default=None, help="covariance regulariser (default 0.01; mSTC 0.3)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
     model.add_argument("--seed", type=int, default=1111)
+    model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="precision of the backbone alone (bfloat16: ~2x faster on CPUs with AVX512-BF16/AMX "
+                            "and on GPUs; see BENCHMARKS.md for its effect on the metrics)")
     model.add_argument("--resume", default=None, metavar="MODEL_PT",
                        help="add this run's training images to the sums stored in a model.pt (same backbone, W, size)")
     model.add_argument("--val-fpr", type=float, default=0.01,
@@ -163,16 +167,21 @@ def headline(category: str, metrics: dict, metric: str) -> str:
             f"  DET AUROC {metrics['image_auroc']:.4f}")
 
 
-def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiOrthogonal:
-    """A new model from the flags, or the --resume file's model with its sums, checked against the flags."""
+def build_model(args: argparse.Namespace, splits, device: torch.device,
+                extractors: dict | None = None) -> SemiOrthogonal:
+    """A new model from the flags, or the --resume file's model with its sums, checked against the flags.
+    `extractors` caches the backbone between categories."""
     image_size = args.image_size or splits.image_size
     eps = splits.eps if args.eps is None else args.eps
     if args.resume is None:
         config = Config(backbone=args.model, k=args.k, approx=args.approx, seed=args.seed, image_size=image_size,
-                        crop=args.crop, eps=eps, unbiased=args.unbiased)
+                        crop=args.crop, eps=eps, unbiased=args.unbiased, backbone_dtype=args.backbone_dtype)
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
-        return SemiOrthogonal(config, weights=args.weights).to(device)
+        extractors = {} if extractors is None else extractors
+        if config.backbone not in extractors:
+            extractors[config.backbone] = build_extractor(config.backbone, args.weights, config.seed).to(device)
+        return SemiOrthogonal(config, extractor=extractors[config.backbone]).to(device)
     stored = config_from_state(read_model_file(args.resume))
     requested = {"--model": (args.model, stored.backbone), "--k": (args.k, stored.k),
                  "--image-size": (args.image_size, stored.image_size), "--crop": (args.crop, stored.crop)}
@@ -181,13 +190,16 @@ def build_model(args: argparse.Namespace, splits, device: torch.device) -> SemiO
             raise UserError(f"--resume {args.resume} was fitted with {flag} {have}, not {asked}; "
                             f"fit a new model or pass {flag} {have}")
     model = SemiOrthogonal.load(args.resume, device, finalize=False)
+    if model.config.backbone_dtype != args.backbone_dtype:
+        raise UserError(f"--resume {args.resume} was fitted with --backbone-dtype {model.config.backbone_dtype}; "
+                        f"pass --backbone-dtype {model.config.backbone_dtype}")
     if model.config.eps != eps or model.config.unbiased != args.unbiased:
         model.config = replace(model.config, eps=eps, unbiased=args.unbiased)  # not part of the sums
     return model
 
 
 def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
-                 device: torch.device, rank: int = 0, world: int = 1) -> dict | None:
+                 device: torch.device, rank: int = 0, world: int = 1, extractors: dict | None = None) -> dict | None:
     """Fits, calibrates and scores one category on the device; under torchrun only rank 0 goes past
     the fit. Returns what finish_category() needs: the CPU work left (metrics, files)."""
     start = time.perf_counter()
@@ -198,7 +210,7 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     fit_samples, val_samples = split_validation(splits.train)
     if not fit_samples:
         raise UserError(f"no training images for {args.dataset}/{category}")
-    model = build_model(args, splits, device)
+    model = build_model(args, splits, device, extractors)
     config = model.config
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
@@ -217,9 +229,13 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     if rank != 0:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.pt")  # the sums, before finalize() turns their memory into the precision
+    # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so they are saved first
+    # and the thresholds are added to the file later.
+    keep_stats = device.type == "cuda"
+    if not keep_stats:
+        model.save(out_dir / "model.pt")
     t = time.perf_counter()
-    model.finalize()
+    model.finalize(keep_stats=keep_stats)
     seconds["precision"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -234,19 +250,18 @@ def run_category(args: argparse.Namespace, root: Path | None, category: str, out
     t = time.perf_counter()
     result = score(model, data.segment(2))
     seconds["score"] = time.perf_counter() - t
-    del model, data  # free L before the model file is re-read to add the thresholds
-    if thresholds:
-        write_thresholds(out_dir / "model.pt", thresholds)
     seconds["device_total"] = time.perf_counter() - start
     summary = {
         "dataset": args.dataset, "category": category, "model": config.backbone, "approx": config.approx, "k": config.k,
         "eps": config.eps, "image_size": list(config.image_size), "crop": list(config.crop) if config.crop else None,
-        "seed": config.seed, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
+        "seed": config.seed, "backbone_dtype": config.backbone_dtype, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
         "num_thresholds": args.nsamples, "n_train": len(fit_samples), "n_val": len(val_samples),
         "n_test": len(splits.test), "metrics": {}, "seconds": seconds, "thresholds": thresholds,
         "resumed_from": args.resume, "n_fitted_total": n_fitted,
     }
-    return {"summary": summary, "result": result, "test": splits.test, "out_dir": out_dir}
+    model.thresholds = thresholds
+    return {"summary": summary, "result": result, "test": splits.test, "out_dir": out_dir,
+            "model": model if keep_stats else None}
 
 
 def finish_category(args: argparse.Namespace, work: dict) -> dict:
@@ -274,6 +289,19 @@ def finish_category(args: argparse.Namespace, work: dict) -> dict:
     row.update({m: f"{summary['metrics'][m]:.6f}" for m in METRICS})
     append_row(Path(args.report), row)
     return summary
+
+
+def save_model(model: SemiOrthogonal | None, path: Path, thresholds: dict) -> None:
+    """Writes the whole model when it still has its sums (GPU), else adds the thresholds to the file."""
+    if model is not None:
+        model.save(path)
+    else:
+        write_thresholds(path, thresholds)
+
+
+def wait_all(futures: list) -> dict:
+    """Results of background work (re-raising its errors); the first is the category's summary."""
+    return [future.result() for future in futures][0]
 
 
 def report(summary: dict, metric: str) -> dict:
@@ -306,15 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
 
     rows: list[dict] = []
-    with ThreadPoolExecutor(max_workers=1) as background:
-        pending = None
+    extractors: dict = {}
+    with ThreadPoolExecutor(max_workers=2) as background:
+        pending: list = []
         for category in wanted:
-            work = run_category(args, root, category, out_dirs[category], device, rank, world)
-            if pending is not None:  # at most one category's maps wait for their metrics
-                rows.append(report(pending.result(), args.metric))
-            pending = background.submit(finish_category, args, work) if work is not None else None
-        if pending is not None:
-            rows.append(report(pending.result(), args.metric))
+            if pending and device.type == "cpu":  # on the CPU, overlap would double the peak memory
+                rows.append(report(wait_all(pending), args.metric))
+                pending = []
+            work = run_category(args, root, category, out_dirs[category], device, rank, world, extractors)
+            if pending:  # at most one category's maps wait for their metrics
+                rows.append(report(wait_all(pending), args.metric))
+            pending = [] if work is None else [background.submit(finish_category, args, work), background.submit(
+                save_model, work.pop("model"), out_dirs[category] / "model.pt", work["summary"]["thresholds"])]
+        if pending:
+            rows.append(report(wait_all(pending), args.metric))
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:

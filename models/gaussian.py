@@ -70,7 +70,7 @@ class RunningStats:
 
 
 def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_place: bool = False,
-                 chunk_elements: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """mu (P, k) and the Cholesky factor L (P, k, k), lower triangular, of cov + eps I = L L^T:
     the precision is (L L^T)^{-1}, and the distance is |L^{-1} (z - mu)|, one triangular solve.
 
@@ -84,10 +84,17 @@ def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_pla
     positions, k = stats.sum_z.shape
     chol = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
     eye = torch.eye(k, dtype=torch.float64, device=stats.sum_z.device)
+    if chunk_elements is None:  # small float64 temporaries on CPU; few large launches on a GPU
+        chunk_elements = 1 << 20 if stats.sum_z.device.type == "cpu" else 1 << 26
     size = max(1, chunk_elements // (k * k))
     failed = []
+    inference = torch.is_inference_mode_enabled()  # thread-local: the pool's threads must share it
 
     def factorize(start: int) -> None:
+        with torch.inference_mode(inference):
+            _factorize(start)
+
+    def _factorize(start: int) -> None:
         part = slice(start, start + size)
         m = stats.sum_z[part].double() / n
         cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)

@@ -29,6 +29,7 @@ class Config:
     eps: float = 0.01
     unbiased: bool = False
     sigma: float = 4.0
+    backbone_dtype: str = "float32"  # or "bfloat16": the backbone alone runs in it; W, statistics stay float32
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -38,12 +39,11 @@ class Config:
 class SemiOrthogonal(torch.nn.Module):
     """Multi-scale features -> z = W^T x -> one Gaussian per position -> Mahalanobis score maps."""
 
-    def __init__(self, config: Config, weights: str = "imagenet"):
+    def __init__(self, config: Config, weights: str = "imagenet", extractor: FeatureExtractor | None = None):
+        """`extractor`: an already built backbone to share between models (building WRN-50-2 takes seconds)."""
         super().__init__()
         self.config = config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)  # --weights random is reproducible from the seed
-            self.extractor = FeatureExtractor(config.backbone, weights)
+        self.extractor = extractor or build_extractor(config.backbone, weights, config.seed)
         W = make_projection(feature_dim(config.backbone), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size)
@@ -62,7 +62,14 @@ class SemiOrthogonal(torch.nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> z (P, B, k)."""
-        return self.project(self.extractor(images))
+        return self.project(self.features(images))
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's three stage outputs, float32 whatever precision the backbone ran in."""
+        reduced = self.config.backbone_dtype == "bfloat16"
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=reduced):
+            features = self.extractor(images)
+        return [f.float() for f in features] if reduced else features
 
     def project(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The three stage outputs -> z = W^T x (P, B, k) at stride 4.
@@ -74,18 +81,23 @@ class SemiOrthogonal(torch.nn.Module):
         z = None
         start = 0
         for feature in features:
-            rows = self.W[start:start + feature.shape[1]].to(feature.dtype)
+            rows = self.W[start:start + feature.shape[1]]
             start += feature.shape[1]
             part = torch.einsum("bchw,ck->bkhw", feature, rows)
             if part.shape[-2:] != self.feature_size:
                 part = F.interpolate(part, size=self.feature_size, mode="nearest")
             z = part if z is None else z + part
         b, k = z.shape[:2]
-        return z.float().reshape(b, k, -1).permute(2, 0, 1)
+        return z.reshape(b, k, -1).permute(2, 0, 1)
 
     @torch.no_grad()
-    def fit(self, batches: Iterable[torch.Tensor], accumulate: int = 32) -> None:
-        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after.
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after."""
+        self.fit_embeddings(self.embed(images.to(self.device, non_blocking=True)) for images in batches)
+
+    @torch.no_grad()
+    def fit_embeddings(self, embeddings: Iterable[torch.Tensor], accumulate: int = 32) -> None:
+        """Accumulates batches of z (P, B, k).
 
         Embeddings of `accumulate` images are gathered before each update: the update reads and
         writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small updates are memory-bound.
@@ -93,8 +105,7 @@ class SemiOrthogonal(torch.nn.Module):
         if self.stats is None:
             self.stats = RunningStats(self.positions, self.W.shape[1], self.device)
         buffer, filled = None, 0
-        for images in batches:
-            z = self.embed(images.to(self.device, non_blocking=True))
+        for z in embeddings:
             if buffer is None:
                 buffer = z.new_empty(z.shape[0], max(accumulate, z.shape[1]), z.shape[2])
             if filled + z.shape[1] > buffer.shape[1]:
@@ -178,8 +189,16 @@ def read_model_file(path: str | Path) -> dict:
     return state
 
 
+def build_extractor(backbone: str, weights: str, seed: int) -> FeatureExtractor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # --weights random is reproducible from the seed
+        return FeatureExtractor(backbone, weights)
+
+
 def write_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
     """Stores calibrated thresholds in an existing model file, atomically, without loading it into memory."""
+    if not thresholds:
+        return
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     state["thresholds"] = dict(thresholds)
     atomic_write(path, lambda tmp: torch.save(state, tmp))

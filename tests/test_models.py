@@ -180,10 +180,38 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
         FeatureExtractor("resnet18", str(tmp_path / "bad.pth"))
 
 
-def test_local_weights_file_is_loaded(tmp_path):
-    torch.manual_seed(1)
+def reference_taps(name: str, model, x: torch.Tensor) -> list[torch.Tensor]:
+    """The three stage outputs of an unmodified torchvision model."""
+    if name.startswith("mobilenet"):
+        taps, outputs = BACKBONES[name][1], []
+        for i, layer in enumerate(model.features[: taps[-1] + 1]):
+            x = layer(x)
+            if i in taps:
+                outputs.append(x)
+        return outputs
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    outputs = []
+    for layer in (model.layer1, model.layer2, model.layer3):
+        x = layer(x)
+        outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_extractor_with_folded_batch_norm_equals_torchvision(name, tmp_path):
     import torchvision
-    reference = torchvision.models.resnet18()
-    torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    extractor = FeatureExtractor("resnet18", str(tmp_path / "r18.pth"))
-    assert torch.equal(extractor.body[4][0].conv1.weight, reference.layer1[0].conv1.weight)
+
+    torch.manual_seed(1)
+    reference = torchvision.models.get_model(BACKBONES[name][0]).eval()
+    with torch.no_grad():  # non-trivial running statistics, so folding is really exercised
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    extractor = FeatureExtractor(name, str(tmp_path / "weights.pth"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for ours, ref in zip(extractor(x), reference_taps(name, reference, x)):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

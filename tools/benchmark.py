@@ -1,0 +1,385 @@
+"""Measure the real pipeline: per phase, end to end, against the backbone-forward floor.
+
+    python tools/benchmark.py --model resnet18 --k 100 --n-train 200 --n-test 100
+    python tools/benchmark.py --model wide_resnet50_2 --k 300 --n-train 100 --n-test 100
+    python tools/benchmark.py --memory-scaling --n-train 100 400      # peak RSS vs training images
+    python tools/benchmark.py --cost-table                            # approx x k: fit / score time, memory
+    python tools/benchmark.py --suite mvtec --device cuda --workers 12 # 15 MVTec-shaped categories
+
+Data are synthetic categories in the MVTec AD layout, generated once under --root. "phases" runs
+the model's own functions one phase at a time on decoded images held in memory; "end to end" runs
+train.py as a child process (start to metrics written); "floor" is a child process that only
+starts, decodes and runs the backbone forward pass on the same images, which no implementation can
+beat. Peak memory: resident set size of the process (sampled every 5 ms in-process, the kernel's
+figure for child processes) and, on a GPU, torch.cuda.max_memory_allocated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# MVTec AD's shape: train / test images, side in pixels, grayscale; each stood in for by a synthetic kind
+MVTEC_SHAPE = {
+    "bottle": (209, 83, 900, False, "washer"), "cable": (224, 150, 1024, False, "caplet"),
+    "capsule": (219, 132, 1000, False, "caplet"), "carpet": (280, 117, 1024, False, "weave"),
+    "grid": (264, 78, 1024, True, "mesh"), "hazelnut": (391, 110, 1024, False, "washer"),
+    "leather": (245, 124, 1024, False, "marble"), "metal_nut": (220, 115, 700, False, "washer"),
+    "pill": (267, 167, 800, False, "caplet"), "screw": (320, 160, 1024, True, "bolt"),
+    "tile": (230, 117, 840, False, "marble"), "toothbrush": (60, 42, 1024, False, "bolt"),
+    "transistor": (213, 100, 1024, False, "washer"), "wood": (247, 79, 1024, False, "plank"),
+    "zipper": (240, 151, 1024, True, "mesh"),
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Phase:
+    """Times a block and records the peak RSS (and GPU memory) seen while it ran."""
+
+    def __init__(self, report: list, name: str, items: int, device):
+        self.report, self.name, self.items, self.device = report, name, items, device
+
+    def __enter__(self):
+        import torch
+
+        self.peak, self.running = rss_mb(), True
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.start = time.perf_counter()
+        return self
+
+    def _watch(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - self.start
+        self.running = False
+        self.thread.join()
+        row = {"phase": self.name, "seconds": seconds, "items": self.items,
+               "per_second": self.items / seconds if seconds > 0 else float("inf"), "peak_rss_mb": self.peak}
+        if self.device.type == "cuda":
+            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        self.report.append(row)
+
+
+def make_category(root: Path, name: str, kind: str, n_train: int, n_test: int, size: int, gray: bool | None) -> Path:
+    """A synthetic category of `kind`, stored as <root>/<name>; reused when present."""
+    from datasets.synthetic import generate_category
+
+    target = root / name
+    if (target / "synthetic.json").exists():
+        return target
+    n_good = max(1, round(n_test * 0.4))
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        made = generate_category(Path(tmp), kind, seed=0, image_size=size, n_train=n_train, n_test_good=n_good,
+                                 n_test_defect=n_test - n_good, grayscale=gray)
+        os.replace(made, target)
+    return target
+
+
+PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_child(command: list[str]) -> dict:
+    """Wall time and peak RSS of one child process (a wrapper reads the kernel's figure for it alone)."""
+    start = time.perf_counter()
+    process = subprocess.run([sys.executable, "-c", PEAK, *command], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"benchmark child failed: {' '.join(command)}\n{process.stderr[-2000:]}")
+    lines = process.stdout.strip().splitlines()
+    return {"seconds": wall, "peak_rss_mb": int(lines[-1].split()[1]) / 1024, "stdout": lines[-4:-1]}
+
+
+def floor(root: Path, categories: list[str], args: argparse.Namespace) -> None:
+    """The floor: start, decode every image, run the backbone forward, nothing else."""
+    import torch
+
+    from datasets.base import SegmentedLoader
+    from datasets.mvtec import load
+    from models.backbone import FeatureExtractor
+
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    extractor = FeatureExtractor(args.model, "random").to(device)
+    images = 0
+    with torch.inference_mode():
+        for category in categories:
+            splits = load(root, category)
+            data = SegmentedLoader([splits.train + splits.test], (args.image_size,) * 2, None,
+                                   args.batch_size or (32 if device.type == "cuda" else 8), args.workers,
+                                   pin_memory=device.type == "cuda")
+            for batch in data.segment(0):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.backbone_dtype == "bfloat16"):
+                    extractor(batch["image"].to(device, non_blocking=True))
+                images += batch["image"].shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps({"images": images}))
+
+
+def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
+    """The pipeline one phase at a time, with the model's own functions."""
+    import numpy as np
+    import torch
+
+    import metrics
+    from common import save_npz, write_json
+    from datasets.base import SegmentedLoader
+    from datasets.mvtec import load
+    from models import Config, SemiOrthogonal
+    from train import split_validation
+
+    device = torch.device(args.device)
+    report: list[dict] = []
+    splits = load(root, category)
+    fit, val = split_validation(splits.train)
+    test = val + splits.test
+    batch = args.batch_size or (32 if device.type == "cuda" else 8)
+    model = SemiOrthogonal(Config(backbone=args.model, k=args.k, approx=args.approx, image_size=(args.image_size,) * 2,
+                                  backbone_dtype=args.backbone_dtype), weights="random").to(device)
+    with Phase(report, "decode", len(fit) + len(test), device):
+        data = SegmentedLoader([fit, test], model.config.image_size, None, batch, args.workers)
+        fit_batches = [b["image"] for b in data.segment(0)]
+        test_batches = [(b["image"], b["mask"]) for b in data.segment(1)]
+    with torch.inference_mode():
+        with Phase(report, "backbone forward", len(fit) + len(test), device):
+            for images in fit_batches + [t[0] for t in test_batches]:
+                model.features(images.to(device))
+        fit_features = [model.features(images.to(device)) for images in fit_batches]
+        with Phase(report, "projection + statistics", len(fit), device):
+            model.fit_embeddings(model.project(f) for f in fit_features)
+        del fit_features
+        out = Path(tempfile.mkdtemp(dir=root))
+        with Phase(report, "write model", 1, device):
+            model.save(out / "model.pt")
+        with Phase(report, "precision (Cholesky)", model.positions, device):
+            model.finalize()
+        test_features = [model.features(images.to(device)) for images, _ in test_batches]
+        with Phase(report, "scoring (projection + distance)", len(test), device):
+            distances = [model.distances_of(model.project(f)) for f in test_features]
+        del test_features
+        with Phase(report, "upsampling + smoothing", len(test), device):
+            maps = [model.smooth(d) for d in distances]
+            maps = torch.cat(maps).float().cpu().numpy()
+    masks = torch.cat([m for _, m in test_batches]).numpy()
+    labels = np.array([s.label for s in test], dtype=np.int8)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    for name, fn in (("aupro", lambda: metrics.aupro(maps, masks, args.fpr)),
+                     ("pixel_auroc", lambda: metrics.pixel_auroc(maps, masks)),
+                     ("image_auroc", lambda: metrics.image_auroc(scores, labels)),
+                     ("paper_pro", lambda: metrics.paper_pro(maps, masks, args.fpr)),
+                     ("paper_roc", lambda: metrics.paper_roc(maps, masks))):
+        with Phase(report, f"metric {name}", len(maps), device):
+            fn()
+    with Phase(report, "write scores + metrics", len(maps), device):
+        save_npz(out / "scores.npz", maps=maps.astype(np.float16), masks=masks, labels=labels, image_scores=scores)
+        write_json(out / "metrics.json", {"phases": report})
+    return report
+
+
+def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, **overrides) -> list[str]:
+    options = {"--model": args.model, "--k": str(args.k), "--approx": args.approx,
+               "--backbone-dtype": args.backbone_dtype,
+               "--image-size": str(args.image_size), "--device": args.device, **overrides}
+    command = [sys.executable, "train.py", "--dataset", "mvtecad", "--dataroot", str(root), "--category", category,
+               "--weights", "random", "--experiment", str(experiment)]
+    for flag, value in options.items():
+        command += [flag, value]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    return command
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=str(REPO / ".bench"), help="where synthetic data are generated and reused")
+    p.add_argument("--category", default="weave", help="synthetic kind for single-category runs")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--approx", default="ortho")
+    p.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--n-train", type=int, nargs="+", default=[200])
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--fpr", type=float, default=0.3)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--memory-scaling", action="store_true")
+    p.add_argument("--cost-table", action="store_true")
+    p.add_argument("--suite", choices=["mvtec"], default=None)
+    p.add_argument("--suite-scale", type=float, default=1.0, help="shrink the suite's counts and sizes (dry runs)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--floor-only", nargs="+", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    if args.floor_only:
+        floor(root, args.floor_only, args)
+        return
+    args.workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
+    results: dict = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "floor_only"}}
+    if args.suite:
+        results["suite"] = suite(root, args)
+    elif args.cost_table:
+        results["cost_table"] = cost_table(root, args)
+    elif args.memory_scaling:
+        results["memory_scaling"] = memory_scaling(root, args)
+    else:
+        results.update(single(root, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def machine() -> dict:
+    import platform
+
+    import torch
+
+    info = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def single(root: Path, args: argparse.Namespace) -> dict:
+    n_train = args.n_train[0]
+    name = f"{args.category}_{n_train}_{args.n_test}_{args.image_size}"
+    make_category(root, name, args.category, n_train, args.n_test, args.image_size, None)
+    report = phases(root, name, args)
+    print(table(report, ["phase", "seconds", "items", "per_second", "peak_rss_mb"]
+                + (["peak_gpu_mb"] if args.device == "cuda" else [])))
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        end_to_end = run_child(train_command(root, name, args, Path(tmp) / "exp"))
+    floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
+                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           str(args.workers), "--floor-only", name]
+                          + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
+    forward = next(r["seconds"] for r in report if r["phase"] == "backbone forward")
+    summary = {"end_to_end_s": end_to_end["seconds"], "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
+               "floor_process_s": floor_run["seconds"], "forward_only_s": forward,
+               "ratio_to_floor_process": end_to_end["seconds"] / floor_run["seconds"],
+               "ratio_to_forward_only": end_to_end["seconds"] / forward}
+    print(table([summary], list(summary)))
+    return {"phases": report, "summary": summary}
+
+
+def memory_scaling(root: Path, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for n_train in args.n_train:  # one child each, so each peak is its own (ru_maxrss of RUSAGE_CHILDREN is a max)
+        name = f"{args.category}_{n_train}_{args.n_test}_{args.image_size}"
+        make_category(root, name, args.category, n_train, args.n_test, args.image_size, None)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            child = run_child(train_command(root, name, args, Path(tmp) / "exp"))
+        rows.append({"n_train": n_train, "seconds": child["seconds"], "peak_rss_mb": child["peak_rss_mb"]})
+    print(table(rows, ["n_train", "seconds", "peak_rss_mb"]))
+    return rows
+
+
+def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
+    """Fit and score cost of each embedding: the paper's claim, measured (one child process per row)."""
+    from models import feature_dim
+
+    n_train = args.n_train[0]
+    name = f"{args.category}_{n_train}_{args.n_test}_{args.image_size}"
+    make_category(root, name, args.category, n_train, args.n_test, args.image_size, None)
+    configs = [("resnet18", a, k) for k in (50, 100, 200) for a in ("sample", "ortho")]
+    configs += [("resnet18", "full", 448)] + [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
+    configs += [("wide_resnet50_2", "full", 1792)]
+    rows = []
+    for backbone, approx, k in configs:
+        positions = (args.image_size // 4) ** 2
+        row = {"model": backbone, "approx": approx, "k": k, "sum_zz_gb": positions * k * k * 4 / 1e9}
+        if approx == "full" and feature_dim(backbone) > 1000:
+            row["note"] = f"infeasible: sum zz^T alone is {row['sum_zz_gb']:.0f} GB (float32)"
+            rows.append(row)
+            continue
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            exp = Path(tmp) / "exp"
+            child = run_child(train_command(root, name, argparse.Namespace(**{**vars(args), "model": backbone,
+                                                                              "k": k, "approx": approx}), exp))
+            seconds = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["seconds"]
+            aupro = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["metrics"]["aupro"]
+        row.update({"fit_s": seconds["fit"], "precision_s": seconds["precision"], "score_s": seconds["score"],
+                    "end_to_end_s": child["seconds"], "peak_rss_mb": child["peak_rss_mb"], "aupro": aupro})
+        rows.append(row)
+        print(table([row], list(row)), flush=True)
+    print(table(rows, ["model", "approx", "k", "sum_zz_gb", "fit_s", "precision_s", "score_s", "end_to_end_s",
+                       "peak_rss_mb", "aupro", "note"]))
+    return rows
+
+
+def suite(root: Path, args: argparse.Namespace) -> dict:
+    """15 categories shaped like MVTec AD, fitted, scored and evaluated in one train.py process."""
+    start = time.perf_counter()
+    scale = args.suite_scale
+    shape = {name: (max(3, round(n_train * scale)), max(3, round(n_test * scale)), max(64, round(size * scale)), gray, kind)
+             for name, (n_train, n_test, size, gray, kind) in MVTEC_SHAPE.items()}
+    jobs = {name: (root, name, kind, n_train, n_test, size, gray) for name, (n_train, n_test, size, gray, kind) in shape.items()}
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        list(pool.map(make_category, *zip(*jobs.values())))
+    generated = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        exp = Path(tmp) / "exp"
+        end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp))
+        outputs = {c: exp / "mvtecad" / c for c in MVTEC_SHAPE}
+        per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
+        metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
+    floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
+                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           str(args.workers), "--floor-only", *MVTEC_SHAPE]
+                          + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
+    images = sum(n_train + n_test for n_train, n_test, *_ in shape.values())
+    summary = {"images": images, "generate_s": generated, "end_to_end_s": end_to_end["seconds"],
+               "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
+               "floor_process_s": floor_run["seconds"], "ratio_to_floor": end_to_end["seconds"] / floor_run["seconds"]}
+    print(table([summary], list(summary)))
+    rows = [{"category": c, **{k: v for k, v in s.items() if not k.startswith("metric_")},
+             "metrics": sum(v for k, v in s.items() if k.startswith("metric_"))} for c, s in per_category.items()]
+    print(table(rows, ["category", "fit", "precision", "calibrate", "score", "metrics", "write", "total"]))
+    return {"summary": summary, "per_category": per_category, "metrics": metrics, "stdout": end_to_end["stdout"]}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine (the device tool runs it as `bash tools/gpu_check.sh`):
+#   1. the same synthetic category fitted on the CPU and on the GPU: metrics and statistics agree;
+#   2. torchrun with one GPU equals the plain run;
+#   3. the MVTec-shaped suite (15 categories, MVTec AD's counts and sizes), WRN-50-2, k = 300.
+# SCALE < 1 shrinks the suite for a dry run on a CPU (DEVICE=cpu).
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_check}; SCALE=${SCALE:-1}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-14}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"; export PYTHONUNBUFFERED=1
+work=$(mktemp -d)
+log() { echo "== $(date +%T) $*"; }
+
+log machine
+nvidia-smi -L 2>/dev/null; nproc; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"
+
+log "1. CPU vs $DEVICE on one category"
+$PY tools/make_synthetic.py --root "$work/syn" --category washer --n-train 60 --n-test-good 10 --n-test-defect 20
+for d in cpu $DEVICE; do
+  $PY train.py --dataset mvtecad --dataroot "$work/syn" --category washer --model resnet18 --weights random \
+    --device $d --experiment "$work/e_$d" --workers 4 | tail -1
+done
+log "2. torchrun, one process on $DEVICE"
+$PY -m torch.distributed.run --standalone --nproc_per_node 1 train.py --dataset mvtecad --dataroot "$work/syn" \
+  --category washer --model resnet18 --weights random --device $DEVICE --experiment "$work/e_ddp" --workers 4 | tail -1
+$PY - "$work" "$DEVICE" <<'PY' | tee "$OUT/compare.txt"
+import json, sys, torch
+sys.path.insert(0, ".")
+from models import SemiOrthogonal
+work, device = sys.argv[1], sys.argv[2]
+runs = {name: f"{work}/e_{name}/mvtecad/washer" for name in ("cpu", device, "ddp")}
+metrics = {name: json.load(open(f"{path}/metrics.json"))["metrics"] for name, path in runs.items()}
+models = {name: SemiOrthogonal.load(f"{path}/model.pt") for name, path in runs.items()}
+for other in (device, "ddp"):
+    delta = {m: round(metrics[other][m] - metrics["cpu"][m], 6) for m in metrics["cpu"]}
+    mu = (models[other].mu - models["cpu"].mu).abs().max().item() / models["cpu"].mu.abs().max().item()
+    chol = (models[other].chol - models["cpu"].chol).abs().max().item() / models["cpu"].chol.abs().max().item()
+    print(f"{other} - cpu: metrics {delta}; max relative difference mu {mu:.2e}, L {chol:.2e}")
+PY
+log "3. MVTec-shaped suite, wide_resnet50_2 k=300 on $DEVICE"
+$PY tools/benchmark.py --suite mvtec --suite-scale "$SCALE" --root "$work/suite" --device $DEVICE \
+  --model wide_resnet50_2 --k 300 --workers "$WORKERS" --json "$OUT/suite.json"
+log done
+rm -rf "$work"
