@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
@@ -22,7 +22,7 @@ import torch
 
 from common import UserError, atomic_write, one_line, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
-from datasets.base import Sample, SegmentedLoader
+from datasets.base import ImageDataset, Sample, SegmentedLoader, Splits
 from models.distributed import all_reduce_stats, init_from_environment, shard
 from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
                     feature_dim, read_model_file, write_thresholds)
@@ -167,10 +167,24 @@ def headline(category: str, metrics: dict, metric: str) -> str:
             f"  DET AUROC {metrics['image_auroc']:.4f}")
 
 
-def build_model(args: argparse.Namespace, splits, device: torch.device,
-                extractors: dict | None = None) -> SemiOrthogonal:
-    """A new model from the flags, or the --resume file's model with its sums, checked against the flags.
-    `extractors` caches the backbone between categories."""
+@dataclass
+class Plan:
+    """One category, listed and configured before any image is decoded."""
+    category: str
+    out_dir: Path
+    splits: Splits
+    fit: list[Sample]
+    val: list[Sample]
+    config: Config
+
+
+def plan_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path) -> Plan:
+    splits = loader(args.dataset).load(root, category, args)
+    for note in splits.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    fit, val = split_validation(splits.train)
+    if not fit:
+        raise UserError(f"no training images for {args.dataset}/{category}")
     image_size = args.image_size or splits.image_size
     eps = splits.eps if args.eps is None else args.eps
     if args.resume is None:
@@ -178,89 +192,90 @@ def build_model(args: argparse.Namespace, splits, device: torch.device,
                         crop=args.crop, eps=eps, unbiased=args.unbiased, backbone_dtype=args.backbone_dtype)
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
-        extractors = {} if extractors is None else extractors
-        if config.backbone not in extractors:
-            extractors[config.backbone] = build_extractor(config.backbone, args.weights, config.seed).to(device)
-        return SemiOrthogonal(config, extractor=extractors[config.backbone]).to(device)
+        return Plan(category, out_dir, splits, fit, val, config)
     stored = config_from_state(read_model_file(args.resume))
     requested = {"--model": (args.model, stored.backbone), "--k": (args.k, stored.k),
-                 "--image-size": (args.image_size, stored.image_size), "--crop": (args.crop, stored.crop)}
+                 "--image-size": (args.image_size, stored.image_size), "--crop": (args.crop, stored.crop),
+                 "--backbone-dtype": (args.backbone_dtype, stored.backbone_dtype)}
     for flag, (asked, have) in requested.items():
         if asked is not None and asked != have:
             raise UserError(f"--resume {args.resume} was fitted with {flag} {have}, not {asked}; "
                             f"fit a new model or pass {flag} {have}")
-    model = SemiOrthogonal.load(args.resume, device, finalize=False)
-    if model.config.backbone_dtype != args.backbone_dtype:
-        raise UserError(f"--resume {args.resume} was fitted with --backbone-dtype {model.config.backbone_dtype}; "
-                        f"pass --backbone-dtype {model.config.backbone_dtype}")
-    if model.config.eps != eps or model.config.unbiased != args.unbiased:
-        model.config = replace(model.config, eps=eps, unbiased=args.unbiased)  # not part of the sums
-    return model
+    # eps and n versus n - 1 are not part of the sums: they may change
+    return Plan(category, out_dir, splits, fit, val, replace(stored, eps=eps, unbiased=args.unbiased))
 
 
-def run_category(args: argparse.Namespace, root: Path | None, category: str, out_dir: Path,
-                 device: torch.device, rank: int = 0, world: int = 1, extractors: dict | None = None) -> dict | None:
-    """Fits, calibrates and scores one category on the device; under torchrun only rank 0 goes past
-    the fit. Returns what finish_category() needs: the CPU work left (metrics, files)."""
+def build_model(args: argparse.Namespace, plan: Plan, device: torch.device, extractors: dict) -> SemiOrthogonal:
+    """A new model sharing the cached backbone, or the --resume file's model with its sums."""
+    if args.resume is not None:
+        model = SemiOrthogonal.load(args.resume, device, finalize=False)
+        model.config = plan.config
+        return model
+    key = (plan.config.backbone, plan.config.seed)
+    if key not in extractors:
+        extractors[key] = build_extractor(plan.config.backbone, args.weights, plan.config.seed).to(device)
+    return SemiOrthogonal(plan.config, extractor=extractors[key]).to(device)
+
+
+def segments_of(plan: Plan, rank: int, world: int) -> list[ImageDataset]:
+    """What this rank decodes for a category: its shard of the fit images; rank 0 also validation and test."""
+    parts = [shard(plan.fit, rank, world)] + ([plan.val, plan.splits.test] if rank == 0 else [])
+    return [ImageDataset(part, plan.config.image_size, plan.config.crop) for part in parts]
+
+
+def run_category(args: argparse.Namespace, plan: Plan, data: SegmentedLoader, device: torch.device,
+                 rank: int = 0, world: int = 1, extractors: dict | None = None) -> dict | None:
+    """Fits, calibrates and scores one category on the device, reading its segments of `data`; under
+    torchrun only rank 0 goes past the fit. Returns the CPU work left for finish_category()."""
     start = time.perf_counter()
     seconds: dict[str, float] = {}
-    splits = loader(args.dataset).load(root, category, args)
-    for note in splits.notes:
-        print(f"warning: {note}", file=sys.stderr)
-    fit_samples, val_samples = split_validation(splits.train)
-    if not fit_samples:
-        raise UserError(f"no training images for {args.dataset}/{category}")
-    model = build_model(args, splits, device, extractors)
+    model = build_model(args, plan, device, {} if extractors is None else extractors)
     config = model.config
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
-    batch_size = args.batch_size or (32 if device.type == "cuda" else 8)
-    workers = args.workers if args.workers is not None else default_workers(device)
-    segments = [shard(fit_samples, rank, world)] + ([val_samples, splits.test] if rank == 0 else [])
-    data = SegmentedLoader(segments, config.image_size, config.crop, batch_size, workers,
-                           pin_memory=device.type == "cuda")
 
     t = time.perf_counter()
-    model.fit(batch["image"] for batch in data.segment(0))
+    model.fit(batch["image"] for batch in data.next_segment())
     if world > 1:
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
     n_fitted = model.stats.n
     if rank != 0:
         return None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
     # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so they are saved first
     # and the thresholds are added to the file later.
     keep_stats = device.type == "cuda"
     if not keep_stats:
-        model.save(out_dir / "model.pt")
+        model.save(plan.out_dir / "model.pt")
     t = time.perf_counter()
     model.finalize(keep_stats=keep_stats)
     seconds["precision"] = time.perf_counter() - t
 
     t = time.perf_counter()
     thresholds = {}
-    validation = score(model, data.segment(1))
-    if val_samples:
+    validation = score(model, data.next_segment())
+    if validation is not None:
         thresholds = calibrate(validation["maps"], validation["image_scores"], args.val_fpr)
     else:
-        print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
-              file=sys.stderr)
+        print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
+              "no thresholds stored", file=sys.stderr)
     seconds["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    result = score(model, data.segment(2))
+    result = score(model, data.next_segment())
     seconds["score"] = time.perf_counter() - t
     seconds["device_total"] = time.perf_counter() - start
     summary = {
-        "dataset": args.dataset, "category": category, "model": config.backbone, "approx": config.approx, "k": config.k,
-        "eps": config.eps, "image_size": list(config.image_size), "crop": list(config.crop) if config.crop else None,
-        "seed": config.seed, "backbone_dtype": config.backbone_dtype, "weights": args.weights, "unbiased": args.unbiased, "fpr_limit": args.fpr,
-        "num_thresholds": args.nsamples, "n_train": len(fit_samples), "n_val": len(val_samples),
-        "n_test": len(splits.test), "metrics": {}, "seconds": seconds, "thresholds": thresholds,
+        "dataset": args.dataset, "category": plan.category, "model": config.backbone, "approx": config.approx,
+        "k": config.k, "eps": config.eps, "image_size": list(config.image_size),
+        "crop": list(config.crop) if config.crop else None, "seed": config.seed,
+        "backbone_dtype": config.backbone_dtype, "weights": args.weights, "unbiased": config.unbiased,
+        "fpr_limit": args.fpr, "num_thresholds": args.nsamples, "n_train": len(plan.fit), "n_val": len(plan.val),
+        "n_test": len(plan.splits.test), "metrics": {}, "seconds": seconds, "thresholds": thresholds,
         "resumed_from": args.resume, "n_fitted_total": n_fitted,
     }
     model.thresholds = thresholds
-    return {"summary": summary, "result": result, "test": splits.test, "out_dir": out_dir,
+    return {"summary": summary, "result": result, "test": plan.splits.test, "out_dir": plan.out_dir,
             "model": model if keep_stats else None}
 
 
@@ -332,20 +347,27 @@ def main(argv: list[str] | None = None) -> int:
     rank, world, device = init_from_environment(args.device != "cpu" and torch.cuda.is_available())
     device = device or resolve_device(args.device)
     torch.manual_seed(args.seed)
+    plans = [plan_category(args, root, c, out_dirs[c]) for c in wanted]
+    # One loader for every category: workers start once and decode the next category's images
+    # while the device finishes the current one.
+    data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world)],
+                           args.batch_size or (32 if device.type == "cuda" else 8),
+                           args.workers if args.workers is not None else default_workers(device),
+                           pin_memory=device.type == "cuda")
 
     rows: list[dict] = []
     extractors: dict = {}
     with ThreadPoolExecutor(max_workers=2) as background:
         pending: list = []
-        for category in wanted:
+        for plan in plans:
             if pending and device.type == "cpu":  # on the CPU, overlap would double the peak memory
                 rows.append(report(wait_all(pending), args.metric))
                 pending = []
-            work = run_category(args, root, category, out_dirs[category], device, rank, world, extractors)
+            work = run_category(args, plan, data, device, rank, world, extractors)
             if pending:  # at most one category's maps wait for their metrics
                 rows.append(report(wait_all(pending), args.metric))
             pending = [] if work is None else [background.submit(finish_category, args, work), background.submit(
-                save_model, work.pop("model"), out_dirs[category] / "model.pt", work["summary"]["thresholds"])]
+                save_model, work.pop("model"), plan.out_dir / "model.pt", work["summary"]["thresholds"])]
         if pending:
             rows.append(report(wait_all(pending), args.metric))
     if world > 1:

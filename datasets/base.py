@@ -112,32 +112,29 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 class SegmentedLoader:
-    """One DataLoader over consecutive segments of samples (e.g. fit, validation, test).
+    """One DataLoader over consecutive segments (datasets), e.g. fit, validation and test images of
+    every category in turn.
 
-    Batches never straddle a segment, and `segment(i)` yields segment i's batches; segments must be
-    read in order. One loader per category means the workers start once and keep decoding the
-    next segment while the model works on the previous one (e.g. during the precision).
+    Batches never straddle a segment, and next_segment() yields the next segment's batches. One
+    loader for a whole run means the workers start once and keep decoding ahead while the model
+    works on the previous segment (the precision, another category's metrics).
     """
 
-    def __init__(self, segments: Sequence[Sequence[Sample]], image_size: tuple[int, int],
-                 crop: tuple[int, int] | None, batch_size: int, workers: int, pin_memory: bool = False):
-        samples, batches, self.counts, start = [], [], [], 0
+    def __init__(self, segments: Sequence[ImageDataset], batch_size: int, workers: int, pin_memory: bool = False):
+        batches, self.counts, start = [], [], 0
         for segment in segments:
-            samples.extend(segment)
             stop = start + len(segment)
             chunks = [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
             batches.extend(chunks)
             self.counts.append(len(chunks))
             start = stop
-        self.dataset = ImageDataset(samples, image_size, crop)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=workers,
-                                             pin_memory=pin_memory)
-        self._batches = iter(loader) if batches else iter(())
+        dataset = torch.utils.data.ConcatDataset(segments) if segments else []
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                             pin_memory=pin_memory) if batches else []
+        self._batches = iter(loader)
         self._next = 0
 
-    def segment(self, index: int):
-        if index != self._next:
-            raise RuntimeError(f"segments are read in order: expected {self._next}, asked for {index}")
-        self._next += 1
+    def next_segment(self):
+        index, self._next = self._next, self._next + 1
         for _ in range(self.counts[index]):
             yield next(self._batches)

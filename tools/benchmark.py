@@ -122,20 +122,20 @@ def floor(root: Path, categories: list[str], args: argparse.Namespace) -> None:
     """The floor: start, decode every image, run the backbone forward, nothing else."""
     import torch
 
-    from datasets.base import SegmentedLoader
+    from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models.backbone import FeatureExtractor
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     extractor = FeatureExtractor(args.model, "random").to(device)
+    # one loader over every category, as train.py reads them
+    parts = [ImageDataset((s := load(root, c)).train + s.test, (args.image_size,) * 2) for c in categories]
+    data = SegmentedLoader(parts, args.batch_size or (32 if device.type == "cuda" else 8), args.workers,
+                           pin_memory=device.type == "cuda")
     images = 0
     with torch.inference_mode():
-        for category in categories:
-            splits = load(root, category)
-            data = SegmentedLoader([splits.train + splits.test], (args.image_size,) * 2, None,
-                                   args.batch_size or (32 if device.type == "cuda" else 8), args.workers,
-                                   pin_memory=device.type == "cuda")
-            for batch in data.segment(0):
+        for _ in parts:
+            for batch in data.next_segment():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.backbone_dtype == "bfloat16"):
                     extractor(batch["image"].to(device, non_blocking=True))
                 images += batch["image"].shape[0]
@@ -151,7 +151,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
 
     import metrics
     from common import save_npz, write_json
-    from datasets.base import SegmentedLoader
+    from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models import Config, SemiOrthogonal
     from train import split_validation
@@ -165,9 +165,10 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     model = SemiOrthogonal(Config(backbone=args.model, k=args.k, approx=args.approx, image_size=(args.image_size,) * 2,
                                   backbone_dtype=args.backbone_dtype), weights="random").to(device)
     with Phase(report, "decode", len(fit) + len(test), device):
-        data = SegmentedLoader([fit, test], model.config.image_size, None, batch, args.workers)
-        fit_batches = [b["image"] for b in data.segment(0)]
-        test_batches = [(b["image"], b["mask"]) for b in data.segment(1)]
+        size = model.config.image_size
+        data = SegmentedLoader([ImageDataset(fit, size), ImageDataset(test, size)], batch, args.workers)
+        fit_batches = [b["image"] for b in data.next_segment()]
+        test_batches = [(b["image"], b["mask"]) for b in data.next_segment()]
     with torch.inference_mode():
         with Phase(report, "backbone forward", len(fit) + len(test), device):
             for images in fit_batches + [t[0] for t in test_batches]:

@@ -3,7 +3,7 @@
 #   1. the same synthetic category fitted on the CPU and on the GPU: metrics and statistics agree;
 #   2. torchrun with one GPU equals the plain run;
 #   3. the MVTec-shaped suite (15 categories, MVTec AD's counts and sizes), WRN-50-2, k = 300.
-# SCALE < 1 shrinks the suite for a dry run on a CPU (DEVICE=cpu).
+# SCALE < 1 shrinks the suite for a dry run on a CPU (DEVICE=cpu); SUITE_ONLY=1 runs step 3 alone.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}; SCALE=${SCALE:-1}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-14}
 PY=${PYTHON:-python3}
@@ -14,6 +14,7 @@ log() { echo "== $(date +%T) $*"; }
 log machine
 nvidia-smi -L 2>/dev/null; nproc; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"
 
+if [ "${SUITE_ONLY:-0}" != 1 ]; then
 log "1. CPU vs $DEVICE on one category"
 $PY tools/make_synthetic.py --root "$work/syn" --category washer --n-train 60 --n-test-good 10 --n-test-defect 20
 for d in cpu $DEVICE; do
@@ -37,6 +38,7 @@ for other in (device, "ddp"):
     chol = (models[other].chol - models["cpu"].chol).abs().max().item() / models["cpu"].chol.abs().max().item()
     print(f"{other} - cpu: metrics {delta}; max relative difference mu {mu:.2e}, L {chol:.2e}")
 PY
+fi
 log "3. MVTec-shaped suite, wide_resnet50_2 k=300 on $DEVICE"
 $PY tools/benchmark.py --suite mvtec --suite-scale "$SCALE" --root "$work/suite" --device $DEVICE \
   --model wide_resnet50_2 --k 300 --workers "$WORKERS" --json "$OUT/suite.json"
