@@ -1,0 +1,25 @@
+"""The benchmark tool runs on tiny data, so it cannot rot (its figures are not asserted: it measures)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_reports_every_phase(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "tools/benchmark.py", "--root", str(tmp_path / "data"), "--n-train", "12",
+                             "--n-test", "6", "--image-size", "64", "--k", "10", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    phases = [row["phase"] for row in report["phases"]]
+    for phase in ("decode", "backbone forward", "projection + statistics", "precision (Cholesky)",
+                  "scoring (projection + distance)", "upsampling + smoothing", "metric aupro", "metric paper_roc",
+                  "write model", "write scores + metrics"):
+        assert phase in phases
+    assert all(row["seconds"] >= 0 and row["peak_rss_mb"] > 0 for row in report["phases"])
+    summary = report["summary"]
+    assert summary["end_to_end_s"] > 0 and summary["floor_process_s"] > 0 and summary["end_to_end_peak_rss_mb"] > 100
+    assert "| phase |" in result.stdout
