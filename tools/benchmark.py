@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     with Phase(report, "write scores + metrics", len(maps), device):
         save_npz(out / "scores.npz", maps=maps.astype(np.float16), masks=masks, labels=labels, image_scores=scores)
         write_json(out / "metrics.json", {"phases": report})
+    shutil.rmtree(out)
     return report
 
 
