@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -64,5 +65,14 @@ def _json_default(value: Any) -> Any:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez(f, **arrays)  # uncompressed: float16 score maps barely compress, and zlib costs seconds
     atomic_write(path, write)
+
+
+def run_cli(main: Callable[[], int]) -> None:
+    """Runs an entry point: a UserError becomes one line on stderr and exit status 2."""
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)

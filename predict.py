@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common import UserError, atomic_write, one_line
+from common import UserError, atomic_write, one_line, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
 from models import SemiOrthogonal
 
@@ -158,8 +158,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from common import UserError, atomic_write, one_line, save_npz, write_json
+from common import UserError, atomic_write, run_cli, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import ImageDataset, Sample, SegmentedLoader, Splits
 from models.distributed import all_reduce_stats, init_from_environment, shard
@@ -391,8 +391,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

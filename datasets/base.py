@@ -40,21 +40,20 @@ def list_images(folder: Path) -> list[Path]:
 
 def read_image(path: Path) -> Image.Image:
     """RGB image; grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}; replace or remove the file") from None
+    return _read(path, "RGB", "image")
 
 
 def read_mask(path: Path) -> Image.Image:
+    return _read(path, "L", "mask")
+
+
+def _read(path: Path, mode: str, what: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("L")
+            return img.convert(mode)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read mask {path}: {e}; replace or remove the file") from None
+        raise UserError(f"cannot read {what} {path}: {e}; replace or remove the file") from None
 
 
 def center_crop_box(size: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int, int, int]:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from common import UserError, atomic_write, one_line  # noqa: E402
+from common import UserError, atomic_write, run_cli  # noqa: E402
 from models import RunningStats, read_model_file  # noqa: E402
 
 MUST_MATCH = ("backbone", "k", "approx", "image_size", "crop")
@@ -58,8 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
