@@ -346,3 +346,15 @@ def test_bad_inputs_raise_value_error():
         pixel_auroc(nan_maps, masks)
     with pytest.raises(ValueError):
         image_auroc(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize("maps,masks", ALL_CASES)
+def test_auroc_matches_sklearn(maps, masks):
+    from sklearn.metrics import roc_auc_score
+
+    if masks.any() and not masks.all():
+        assert pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    labels = masks.reshape(len(masks), -1).any(axis=1)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    if labels.any() and not labels.all():
+        assert image_auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)

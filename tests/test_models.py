@@ -215,3 +215,44 @@ def test_extractor_with_folded_batch_norm_equals_torchvision(name, tmp_path):
     with torch.no_grad():
         for ours, ref in zip(extractor(x), reference_taps(name, reference, x)):
             torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("approx, k", [("ortho", 20), ("sample", 20), ("gaussian", 20), ("full", 448)])
+def test_distances_equal_a_float64_reference(approx, k):
+    """Project, np.cov(bias=True) per position, + eps I, invert, quadratic form, sqrt: all in numpy float64."""
+    torch.manual_seed(0)
+    model = SemiOrthogonal(Config(backbone="resnet18", k=k, approx=approx, image_size=(32, 32), seed=3), weights="random")
+    train, test = torch.randn(40, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    model.fit(train.split(16))
+    model.finalize()
+    ours = model.distances(test).double().numpy()
+
+    def features(images):  # (N, P, F) float64: the three stages, nearest-upsampled and concatenated
+        with torch.no_grad():
+            taps = model.extractor(images)
+        h, w = model.feature_size
+        full = torch.cat([F.interpolate(t, size=(h, w), mode="nearest") for t in taps], dim=1)
+        return full.double().numpy().reshape(len(images), full.shape[1], h * w).transpose(0, 2, 1)
+
+    W = model.W.double().numpy()
+    z_train, z_test = features(train) @ W, features(test) @ W  # (N, P, k)
+    ref = np.empty((3, z_train.shape[1]))
+    for p in range(z_train.shape[1]):
+        cov = np.cov(z_train[:, p].T, bias=True) + 0.01 * np.eye(k)
+        diff = z_test[:, p] - z_train[:, p].mean(axis=0)
+        ref[:, p] = np.sqrt(np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff))
+    np.testing.assert_allclose(ours.reshape(3, -1), ref, rtol=1e-4)
+
+
+def test_streaming_fit_is_independent_of_batch_size():
+    torch.manual_seed(0)
+    config = Config(backbone="resnet18", k=16, image_size=(32, 32))
+    images = torch.randn(16, 3, 32, 32)
+    one, sixteen = SemiOrthogonal(config, weights="random"), SemiOrthogonal(config, weights="random")
+    one.fit(images.split(1))
+    sixteen.fit(images.split(16))
+    assert one.stats.n == sixteen.stats.n == 16
+    one.finalize()  # the shifts differ (each run's first batch mean): compare what the sums define
+    sixteen.finalize()
+    torch.testing.assert_close(one.mu, sixteen.mu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(one.chol, sixteen.chol, rtol=1e-4, atol=1e-4 * sixteen.chol.abs().max().item())

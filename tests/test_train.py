@@ -128,3 +128,15 @@ def test_missing_imagenet_weights_say_what_to_do(tmp_path):
     assert result.returncode == 2
     assert "--weights random" in result.stderr and "resnet18-f37072fd.pth" in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_cli_on_a_generated_synthetic_category(tmp_path):
+    result = run_cli("--dataset", "synthetic", "--category", "bolt", *FAST, "--experiment", str(tmp_path / "exp"),
+                     env_extra={"SEMIORTHO_SYNTHETIC": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "bolt: SEG AUPROC" in result.stdout
+    assert (tmp_path / "cache" / "bolt" / "train" / "good").is_dir()  # generated on first use
+    folder = tmp_path / "exp" / "synthetic" / "bolt"
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "model.pt", "scores.npz"]
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    assert all(0 <= v <= 1 for v in metrics.values()) and metrics["pixel_auroc"] > 0.5
