@@ -140,3 +140,12 @@ def test_cli_on_a_generated_synthetic_category(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "model.pt", "scores.npz"]
     metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
     assert all(0 <= v <= 1 for v in metrics.values()) and metrics["pixel_auroc"] > 0.5
+
+
+def test_no_training_images_is_a_user_error(tmp_path):
+    root = bad_tree(tmp_path)
+    for image in (root / "toy" / "train" / "good").iterdir():
+        image.unlink()
+    with pytest.raises(UserError, match="no training images"):
+        train.main(["--dataroot", str(root), *FAST, "--experiment", str(tmp_path / "exp")])
+    assert not (tmp_path / "exp").exists()
