@@ -240,12 +240,19 @@ def resolve(ckpt: Path, dataset: str | None, category: str) -> tuple[str, list[t
 # ----------------------------------------------------------------------------- numbers
 
 
-def image_order(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Defective images by ascending image score, then good images by descending score."""
+def image_order(labels: np.ndarray, scores: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Defective images by ascending image score, then good images by descending score.
+
+    With a `limit`, at most half of it goes to defective images when there are good ones to fill
+    the rest, so the worst false alarms are shown as well as the worst misses.
+    """
     index = np.arange(len(labels))
     bad, good = index[labels == 1], index[labels != 1]
     bad = bad[np.argsort(scores[bad], kind="stable")]
     good = good[np.argsort(-scores[good], kind="stable")]
+    if limit is not None:
+        n_bad = min(len(bad), max(limit - len(good), (limit + 1) // 2))
+        bad, good = bad[:n_bad], good[:limit - n_bad]
     return np.concatenate([bad, good]).astype(int)
 
 
@@ -785,7 +792,7 @@ def image_pages(n_shown: int) -> int:
 def prepare(cat: Category, threshold: float | None, max_images: int) -> None:
     cat.threshold, cat.threshold_source = choose_threshold(cat, threshold)
     cat.vmin, cat.vmax = _finite_range(cat.maps)
-    cat.order = image_order(cat.labels, cat.image_scores)[:max_images]
+    cat.order = image_order(cat.labels, cat.image_scores, max_images)
 
 
 def render(cats: list[Category], ckpt: Path, out: Path, with_contents: bool, progress: bool = True) -> int:

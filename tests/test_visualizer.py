@@ -135,6 +135,9 @@ def test_image_order_failures_first():
     labels = np.array([0, 1, 1, 0, 1, 0])
     scores = np.array([1.0, 5.0, 2.0, 4.0, 3.0, 0.5])
     assert visualizer.image_order(labels, scores).tolist() == [2, 4, 1, 3, 0, 5]
+    # a budget smaller than the defects still shows the worst false alarms
+    assert visualizer.image_order(labels, scores, 2).tolist() == [2, 3]
+    assert visualizer.image_order(labels, scores, 5).tolist() == [2, 4, 1, 3, 0]
 
 
 def test_threshold_choice(experiment):
