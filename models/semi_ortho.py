@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from common import UserError, atomic_write
-from models.backbone import FeatureExtractor, default_k, feature_dim
+from models.backbone import FeatureExtractor, feature_dim
 from models.embedding import make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
 from models.postprocess import feature_size, gaussian_blur, upsample
@@ -121,7 +121,7 @@ class SemiOrthogonal(torch.nn.Module):
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
         self.mu, self.chol = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
-                                               in_place=not keep_stats)
+                                          in_place=not keep_stats)
         if not keep_stats:
             self.stats = None
 
@@ -208,9 +208,3 @@ def config_from_state(state: dict) -> Config:
     config = state["config"]
     return Config(**{**config, "image_size": tuple(config["image_size"]),
                      "crop": tuple(config["crop"]) if config["crop"] else None})
-
-
-def build(backbone: str, k: int | None, **kwargs) -> SemiOrthogonal:
-    """Convenience: a model with the paper's default k for the backbone."""
-    weights = kwargs.pop("weights", "imagenet")
-    return SemiOrthogonal(Config(backbone=backbone, k=k or default_k(backbone), **kwargs), weights)
