@@ -138,16 +138,16 @@ def kos_parts(root: Path, folder: str) -> list[Sample]:
     parts = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := PART_RE.match(p.name)))
     if not parts:
         raise UserError(f"KolektorSDD folder {path} holds no PartN.jpg images; re-extract the dataset")
-    samples = []
-    for _, image in parts:
-        mask = image.with_name(f"{image.stem}_label.bmp")
-        if not mask.is_file():
-            raise UserError(f"KolektorSDD label {mask} not found; re-extract the dataset")
-        if has_defect(mask):
-            samples.append(Sample(image=image, mask=mask, label=1, defect="defect"))
-        else:
-            samples.append(Sample(image=image, mask=None, label=0, defect="good"))
-    return samples
+    return [labelled(image, image.with_name(f"{image.stem}_label.bmp"), "KolektorSDD label") for _, image in parts]
+
+
+def labelled(image: Path, mask: Path, what: str) -> Sample:
+    """A sample whose label comes from its mask: an all-zero mask means defect-free."""
+    if not mask.is_file():
+        raise UserError(f"{what} {mask} not found; re-extract the dataset")
+    if has_defect(mask):
+        return Sample(image=image, mask=mask, label=1, defect="defect")
+    return Sample(image=image, mask=None, label=0, defect="good")
 
 
 def load(root: Path, category: str, args) -> Splits:
@@ -193,16 +193,7 @@ def ksdd2_split(root: Path, split: str, notes: list[str]) -> list[Sample]:
         notes.append(f"KolektorSDD2 {split}/: skipped known duplicate files {', '.join(sorted(copies))}")
     if not images:
         raise UserError(f"KolektorSDD2 folder {folder} holds no NNNNN.png images; re-extract the dataset")
-    samples = []
-    for _, image in sorted(images):
-        mask = image.with_name(f"{image.stem}_GT.png")
-        if not mask.is_file():
-            raise UserError(f"KolektorSDD2 mask {mask} not found; re-extract the dataset")
-        if has_defect(mask):
-            samples.append(Sample(image=image, mask=mask, label=1, defect="defect"))
-        else:
-            samples.append(Sample(image=image, mask=None, label=0, defect="good"))
-    return samples
+    return [labelled(image, image.with_name(f"{image.stem}_GT.png"), "KolektorSDD2 mask") for _, image in sorted(images)]
 
 
 class KolektorSDD2:
