@@ -11,11 +11,11 @@ import io
 import os
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -23,9 +23,19 @@ import torch
 from common import UserError, atomic_write, run_cli, save_npz, write_json
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import ImageDataset, Sample, SegmentedLoader, Splits
+from models import (
+    APPROXIMATIONS,
+    BACKBONES,
+    Config,
+    SemiOrthogonal,
+    calibrate,
+    config_from_state,
+    default_k,
+    feature_dim,
+    read_model_file,
+    write_thresholds,
+)
 from models.distributed import all_reduce_stats, init_from_environment, shard
-from models import (APPROXIMATIONS, BACKBONES, Config, SemiOrthogonal, calibrate, config_from_state, default_k,
-                    feature_dim, read_model_file, write_thresholds)
 from models.semi_ortho import build_extractor
 
 CSV_COLUMNS = ["dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",

@@ -1,9 +1,9 @@
 """What every dataset loader produces: a list of `Sample`s per split, read by `ImageDataset`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

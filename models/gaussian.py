@@ -42,7 +42,7 @@ class RunningStats:
             self.sum_z[part] = (s1 + self.n * d).to(self.sum_z.dtype)
         self.shift = shift.clone()
 
-    def merge(self, other: "RunningStats") -> None:
+    def merge(self, other: RunningStats) -> None:
         """Adds another fit's sums: exact for disjoint image sets. `other` is re-expressed in place."""
         if other.n == 0:
             return
@@ -61,7 +61,7 @@ class RunningStats:
         return {"n": torch.tensor(self.n), "shift": self.shift, "sum_z": self.sum_z, "sum_zz": self.sum_zz}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "RunningStats":
+    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> RunningStats:
         positions, k = state["shift"].shape
         stats = cls.__new__(cls)
         stats.n = int(state["n"])

@@ -1,9 +1,9 @@
 """The thin core: fit on a loader, score a batch, save, load. No I/O beyond the model file."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +160,7 @@ class SemiOrthogonal(torch.nn.Module):
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> "SemiOrthogonal":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
         state = read_model_file(path)
         model = cls(config_from_state(state), weights="random")
         model.extractor.load_state_dict(state["backbone"])

@@ -6,8 +6,17 @@ import torch
 import torch.nn.functional as F
 
 from common import UserError
-from models import (Config, RunningStats, SemiOrthogonal, feature_dim, fit_gaussian, gaussian_blur,
-                    mahalanobis, make_projection, read_model_file)
+from models import (
+    Config,
+    RunningStats,
+    SemiOrthogonal,
+    feature_dim,
+    fit_gaussian,
+    gaussian_blur,
+    mahalanobis,
+    make_projection,
+    read_model_file,
+)
 from models.backbone import BACKBONES, FeatureExtractor
 from models.postprocess import feature_size
 

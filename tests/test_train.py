@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trees import write_category
 
 import train
-from trees import write_category
 from common import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,20 @@
+"""The options every dataset loader reads: typed, built once from the command line."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What a loader may need beyond its root folder and category.
+
+    Each field belongs to the datasets that read it; the others ignore it.
+    """
+    dataset: str = "mvtecad"
+    seed: int = 1111  # seeded draws (mSTC training frames)
+    fold: int | None = None  # KolektorSDD: one of folds 0..2, None = all three
+    split_file: Path | None = None  # KolektorSDD: split.pyb (None: <dataroot>-training-splits/split.pyb)
+    scale: str = "half"  # KolektorSDD / KSDD2: half = 704 x 256, full = 1408 x 512
+    startidx: int = 0  # mSTC: test frames with index % 5 == startidx
+    train_frames: int = 5000  # mSTC: training frames sampled
