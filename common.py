@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -69,10 +70,22 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_cli(main: Callable[[], int]) -> None:
-    """Runs an entry point: a UserError becomes one line on stderr and exit status 2."""
+    """Runs an entry point: a UserError becomes one line on stderr and exit status 2.
+
+    SIGTERM (what schedulers and torchrun send) becomes SystemExit, so cleanup code runs and no
+    staging or temp file outlives the process; Ctrl-C prints one line and exits 130.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -8,7 +8,7 @@ MODULES = {
     "mvtecad": "datasets.mvtec",
     "synthetic": "datasets.synthetic",
     "kolektor": "datasets.kolektor",
-    "kolektor2": "datasets.kolektor",
+    "kolektor2": "datasets.kolektor2",
     "mstc": "datasets.stc",
 }
 NEEDS_ROOT = {"mvtecad", "kolektor", "kolektor2", "mstc"}  # synthetic generates into a cache folder

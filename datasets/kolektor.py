@@ -1,4 +1,4 @@
-"""KolektorSDD (`--dataset kolektor`) and KolektorSDD2 (`--dataset kolektor2`) loaders.
+"""KolektorSDD (`--dataset kolektor`) loader; datasets/kolektor2.py reuses its labelling helpers.
 
 KolektorSDD, as distributed::
 
@@ -12,21 +12,8 @@ list the kos folder names of fold 0..2. It is read with a restricted unpickler (
 tuples, dicts and strings), never with `pickle.load`. A part is defective when its label bitmap has a
 non-zero pixel (an all-zero bitmap = defect-free). Unsupervised protocol: train on the defect-free
 parts of the fold's train folders, test on every part of the fold's test folders. Categories are
-`fold0`, `fold1`, `fold2` (`--fold N` keeps one; `--category all` = the three). Images are resized to 704 x 256 (H x W,
-`--scale half`, the paper) or 1408 x 512 (`--scale full`).
-
-KolektorSDD2, as distributed::
-
-    <dataroot>/train/10000.png, 10000_GT.png, ...
-    <dataroot>/test/20000.png, 20000_GT.png, ...
-
-The known duplicates `10301 (copy).png` / `10301_GT (copy).png` (and any other "(copy)" file) are
-skipped with a note. Train on the defect-free train images (all-zero `_GT` mask), test on all test
-images. One category, `ksdd2`; 704 x 256 (`--scale full`: 1408 x 512, as the authors' code allows).
-
-Interface: module-level `categories(root, args)` / `load(root, category, args)` serve KolektorSDD, and
-serve KolektorSDD2 when `args.dataset == "kolektor2"`; `KolektorSDD2.categories` / `KolektorSDD2.load`
-are the KolektorSDD2 pair explicitly (so either module or class can be registered for `kolektor2`).
+`fold0`, `fold1`, `fold2` (`--fold N` keeps one; `--category all` = the three). Images are resized to
+704 x 256 (H x W, `--scale half`, the paper) or 1408 x 512 (`--scale full`).
 """
 from __future__ import annotations
 
@@ -40,15 +27,15 @@ import numpy as np
 
 from common import UserError
 from datasets.base import Sample, Splits, read_mask
+from datasets.options import DataOptions
 
 FOLDS = (0, 1, 2)
 SCALES = {"half": (704, 256), "full": (1408, 512)}
 PART_RE = re.compile(r"^Part(\d+)\.jpg$", re.IGNORECASE)
-KSDD2_RE = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 
 
-def image_size(args) -> tuple[int, int]:
-    scale = getattr(args, "scale", None) or "half"
+def image_size(options: DataOptions) -> tuple[int, int]:
+    scale = options.scale or "half"
     if scale not in SCALES:
         raise UserError(f"--scale {scale!r} is not one of {', '.join(SCALES)}; use --scale half (704 x 256) "
                         "or --scale full (1408 x 512)")
@@ -58,9 +45,6 @@ def image_size(args) -> tuple[int, int]:
 def has_defect(mask_path: Path) -> bool:
     return bool(np.asarray(read_mask(mask_path)).any())
 
-
-# --------------------------------------------------------------------------------------------------
-# KolektorSDD
 
 class _SplitUnpickler(pickle.Unpickler):
     """Only builtin containers and strings: the split file is data, never code."""
@@ -74,8 +58,8 @@ class _SplitUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"forbidden object {module}.{name}")
 
 
-def split_file_path(root: Path, args) -> Path:
-    given = getattr(args, "split_file", None)
+def split_file_path(root: Path, options: DataOptions) -> Path:
+    given = options.split_file
     if given:
         return Path(given)
     root = Path(os.path.abspath(root))  # "." or "..": the folder's own name; symlinks are not followed
@@ -120,10 +104,8 @@ def parse_fold(category: str) -> int:
     return fold
 
 
-def categories(root: Path, args) -> list[str]:
-    if getattr(args, "dataset", None) == "kolektor2":
-        return KolektorSDD2.categories(root, args)
-    fold = getattr(args, "fold", None)
+def categories(root: Path, options: DataOptions) -> list[str]:
+    fold = options.fold
     if fold is not None:
         return [f"fold{parse_fold(str(fold))}"]
     return [f"fold{f}" for f in FOLDS]
@@ -150,13 +132,11 @@ def labelled(image: Path, mask: Path, what: str) -> Sample:
     return Sample(image=image, mask=None, label=0, defect="good")
 
 
-def load(root: Path, category: str, args) -> Splits:
-    if getattr(args, "dataset", None) == "kolektor2":
-        return KolektorSDD2.load(root, category, args)
+def load(root: Path, category: str, options: DataOptions) -> Splits:
     root = Path(root)
     fold = parse_fold(category)
-    size = image_size(args)
-    train_split, test_split = read_split_file(split_file_path(root, args))
+    size = image_size(options)
+    train_split, test_split = read_split_file(split_file_path(root, options))
     train_folders, test_folders = train_split[fold], test_split[fold]
     notes = []
     overlap = sorted(set(train_folders) & set(test_folders))
@@ -172,45 +152,3 @@ def load(root: Path, category: str, args) -> Splits:
         raise UserError(f"KolektorSDD fold {fold}: no defect-free training images in {root}; check the "
                         "dataset and split file")
     return Splits(train=train, test=test, image_size=size, eps=0.01, notes=notes)
-
-
-# --------------------------------------------------------------------------------------------------
-# KolektorSDD2
-
-def ksdd2_split(root: Path, split: str, notes: list[str]) -> list[Sample]:
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise UserError(f"KolektorSDD2 folder {folder} not found; --dataroot must hold train/ and test/")
-    images, copies = [], []
-    for p in folder.iterdir():
-        if not p.is_file():
-            continue
-        if "(copy)" in p.name:
-            copies.append(p.name)
-        elif m := KSDD2_RE.match(p.name):
-            images.append((int(m.group(1)), p))
-    if copies:
-        notes.append(f"KolektorSDD2 {split}/: skipped known duplicate files {', '.join(sorted(copies))}")
-    if not images:
-        raise UserError(f"KolektorSDD2 folder {folder} holds no NNNNN.png images; re-extract the dataset")
-    return [labelled(image, image.with_name(f"{image.stem}_GT.png"), "KolektorSDD2 mask") for _, image in sorted(images)]
-
-
-class KolektorSDD2:
-    """`--dataset kolektor2`: exposes the same categories()/load() interface as this module."""
-
-    @staticmethod
-    def categories(root: Path, args) -> list[str]:
-        return ["ksdd2"]
-
-    @staticmethod
-    def load(root: Path, category: str, args) -> Splits:
-        if category not in ("ksdd2", "all"):
-            raise UserError(f"KolektorSDD2 has one category, ksdd2, not {category!r}; use --category ksdd2")
-        notes: list[str] = []
-        train_all = ksdd2_split(root, "train", notes)
-        test = ksdd2_split(root, "test", notes)
-        train = [s for s in train_all if s.label == 0]
-        if not train:
-            raise UserError(f"KolektorSDD2: no defect-free training images in {Path(root) / 'train'}")
-        return Splits(train=train, test=test, image_size=image_size(args), eps=0.01, notes=notes)

@@ -49,23 +49,23 @@ def _load_weights(model: nn.Module, name: str, weights: str) -> None:
         except Exception as e:  # no network, proxy, corrupt cached file...
             raise UserError(
                 f"ImageNet weights for {name} are not usable at {cache} and could not be downloaded "
-                f"({type(e).__name__}); download {spec.url} to that path, pass --weights PATH, "
-                f"or pass --weights random") from None
+                f"({type(e).__name__}); download {spec.url} to that path, or use weights from a state-dict file "
+                f"or random weights") from None
         sys.stderr.write(log.getvalue())
     else:
         path = Path(weights)
         if not path.is_file():
-            raise UserError(f"--weights {weights}: no such file; pass imagenet, random or a state-dict file")
+            raise UserError(f"weights {weights}: no such file; use imagenet, random or a state-dict file")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"--weights {weights}: not a readable torch state dict ({type(e).__name__})") from None
+            raise UserError(f"weights {weights}: not a readable torch state dict ({type(e).__name__})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0]
-        raise UserError(f"--weights {weights}: does not fit torchvision's {builder} ({first})") from None
+        raise UserError(f"weights {weights}: does not fit torchvision's {builder} ({first})") from None
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:

@@ -16,11 +16,11 @@ def make_projection(F: int, k: int, approx: str = "ortho", seed: int = 1111) -> 
     gaussian: i.i.d. N(0, 1), not orthogonalised (ablation); full: the identity, k = F (exact).
     """
     if approx not in APPROXIMATIONS:
-        raise UserError(f"--approx {approx}: choose one of {', '.join(APPROXIMATIONS)}")
+        raise UserError(f"approx {approx!r}: choose one of {', '.join(APPROXIMATIONS)}")
     if approx == "full":
         k = F
     if not 1 <= k <= F:
-        raise UserError(f"--k {k} must be between 1 and F = {F} (the backbone's feature channels)")
+        raise UserError(f"k = {k} must be between 1 and F = {F} (the backbone's feature channels)")
     generator = torch.Generator().manual_seed(seed)
     if approx == "full":
         return torch.eye(F)

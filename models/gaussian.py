@@ -108,7 +108,7 @@ def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_pla
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(factorize, range(0, positions, size)))
     if any(failed):
-        raise UserError(f"covariance is not positive definite with --eps {eps}; use a larger --eps")
+        raise UserError(f"covariance is not positive definite with eps = {eps}; use a larger eps")
     return stats.mean(), chol
 
 

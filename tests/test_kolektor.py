@@ -2,25 +2,22 @@
 import pickle
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from common import UserError
-from datasets import kolektor
+from datasets import kolektor, kolektor2
 from datasets.base import ImageDataset
+from datasets.options import DataOptions
 from datasets.synthetic_layouts import write_kolektor, write_kolektor2
 
 N_FOLDERS, PARTS = 6, 4
 
 
-def make_args(**kw):
-    base = dict(dataset="kolektor", fold=None, split_file=None, scale="half", startidx=0, train_frames=5000,
-                seed=1111)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def make_args(**kw) -> DataOptions:
+    return DataOptions(**{"dataset": "kolektor", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +139,8 @@ def test_missing_label_bitmap(tmp_path):
 
 def test_kolektor2(ksdd2):
     args = make_args(dataset="kolektor2")
-    assert kolektor.categories(ksdd2, args) == ["ksdd2"] == kolektor.KolektorSDD2.categories(ksdd2, args)
-    splits = kolektor.load(ksdd2, "ksdd2", args)
+    assert kolektor2.categories(ksdd2, args) == ["ksdd2"]
+    splits = kolektor2.load(ksdd2, "ksdd2", args)
     assert (ksdd2 / "train" / "10301 (copy).png").is_file()
     assert all("(copy)" not in s.image.name for s in splits.train + splits.test)
     assert any("10301 (copy).png" in n and "10301_GT (copy).png" in n for n in splits.notes)
@@ -167,7 +164,7 @@ def test_kolektor2_errors(tmp_path):
     args = make_args(dataset="kolektor2")
     (root / "test" / "20001_GT.png").unlink()
     with pytest.raises(UserError, match="20001_GT.png"):
-        kolektor.KolektorSDD2.load(root, "ksdd2", args)
+        kolektor2.load(root, "ksdd2", args)
     shutil.rmtree(root / "test")
     with pytest.raises(UserError, match="test"):
-        kolektor.KolektorSDD2.load(root, "ksdd2", args)
+        kolektor2.load(root, "ksdd2", args)

@@ -37,7 +37,7 @@ def test_sample_full_gaussian_projections():
     assert torch.equal(make_projection(50, 10, "full"), torch.eye(50))
     G = make_projection(500, 20, "gaussian", seed=1)
     assert abs(G.std().item() - 1) < 0.05 and not torch.allclose(G.T @ G, torch.eye(20) * 500, atol=1.0)
-    with pytest.raises(UserError, match="--k 51"):
+    with pytest.raises(UserError, match="k = 51"):
         make_projection(50, 51, "ortho")
 
 

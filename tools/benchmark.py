@@ -155,7 +155,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models import Config, SemiOrthogonal
-    from train import split_validation
+    from pipeline.plan import split_validation
 
     device = torch.device(args.device)
     report: list[dict] = []

@@ -1,0 +1,179 @@
+"""One category's pipeline: fit, calibrate and score on the device, then metrics, files and the
+CSV row on the CPU (in the background, while the device fits the next category)."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import results
+from common import UserError
+from datasets.base import SegmentedLoader
+from models import SemiOrthogonal, calibrate, write_thresholds
+from models.distributed import all_reduce_stats
+from models.semi_ortho import build_extractor
+from pipeline import outputs
+from pipeline.options import RunOptions
+from pipeline.plan import Plan
+
+
+@dataclass
+class Scored:
+    """What the device produced for one category, waiting for the CPU half."""
+    plan: Plan
+    staging: Path
+    scores: results.Scores
+    thresholds: dict[str, float]
+    seconds: dict[str, float]
+    n_fitted: int
+    model: SemiOrthogonal | None  # still holding its sums (GPU): saved whole; None: model.pt already staged
+
+
+@dataclass
+class CategoryResult:
+    """A committed category: its folder and the content of its metrics.json."""
+    category: str
+    out_dir: Path
+    summary: dict[str, Any] = field(repr=False)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.summary["metrics"]
+
+
+@torch.no_grad()
+def score(model: SemiOrthogonal, batches: Iterable[dict]) -> results.Scores | None:
+    """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
+    maps, image_scores, masks, labels = [], [], [], []
+    for batch in batches:
+        batch_maps, batch_scores = model.predict(batch["image"])
+        maps.append(batch_maps.float().cpu().numpy())
+        image_scores.append(batch_scores.float().cpu().numpy())
+        masks.append(batch["mask"].numpy())
+        labels.append(batch["label"].numpy())
+    if not maps:
+        return None
+    return results.Scores(maps=np.concatenate(maps), image_scores=np.concatenate(image_scores),
+                          masks=np.concatenate(masks).astype(np.uint8), labels=np.concatenate(labels).astype(np.int8))
+
+
+def build_model(options: RunOptions, plan: Plan, device: torch.device, extractors: dict) -> SemiOrthogonal:
+    """A new model sharing the cached backbone, or the --resume file's model with its sums."""
+    if options.resume is not None:
+        model = SemiOrthogonal.load(options.resume, device, finalize=False)
+        model.config = plan.config
+        return model
+    key = (plan.config.backbone, plan.config.seed)
+    if key not in extractors:
+        try:
+            extractors[key] = build_extractor(plan.config.backbone, options.weights, plan.config.seed).to(device)
+        except UserError as e:  # the model speaks of weights; the user needs the flag
+            raise UserError(f"--weights {options.weights}: {e}; --weights PATH and --weights random also work") \
+                from None
+    return SemiOrthogonal(plan.config, extractor=extractors[key]).to(device)
+
+
+def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device: torch.device,
+                  staging: Path | None, rank: int = 0, world: int = 1, extractors: dict | None = None) -> Scored | None:
+    """Fits, calibrates and scores one category, reading its segments of `data`; under torchrun only
+    rank 0 (the one with a staging folder) goes past the fit."""
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    model = build_model(options, plan, device, {} if extractors is None else extractors)
+    if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
+        model.stats = None
+
+    t = time.perf_counter()
+    model.fit(batch["image"] for batch in data.next_segment())
+    if world > 1:
+        all_reduce_stats(model.stats)
+    seconds["fit"] = time.perf_counter() - t
+    n_fitted = model.stats.n
+    if rank != 0:
+        return None
+    # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so they are saved first
+    # and the thresholds are added to the file later.
+    keep_stats = device.type == "cuda"
+    if not keep_stats:
+        model.save(staging / results.MODEL_FILE)
+    t = time.perf_counter()
+    model.finalize(keep_stats=keep_stats)
+    seconds["precision"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    thresholds = {}
+    validation = score(model, data.next_segment())
+    if validation is not None:
+        thresholds = calibrate(validation.maps, validation.image_scores, options.val_fpr)
+    else:
+        print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
+              "no thresholds stored", file=sys.stderr)
+    seconds["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = score(model, data.next_segment())
+    seconds["score"] = time.perf_counter() - t
+    seconds["device_total"] = time.perf_counter() - start
+    scores.defects = np.array([s.defect for s in plan.splits.test])
+    scores.paths = np.array([str(s.image) for s in plan.splits.test])
+    model.thresholds = thresholds
+    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if keep_stats else None)
+
+
+def save_model(scored: Scored) -> None:
+    """Writes the whole model when it still has its sums (GPU), else adds the thresholds to the staged file."""
+    path = scored.staging / results.MODEL_FILE
+    if scored.model is not None:
+        scored.model.save(path)
+        scored.model = None  # frees the sums once written
+    else:
+        write_thresholds(path, scored.thresholds)
+
+
+def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
+    """metrics.json's content, metrics still empty."""
+    plan, config = scored.plan, scored.plan.config
+    return {
+        "dataset": options.dataset, "category": plan.category, "model": config.backbone, "approx": config.approx,
+        "k": config.k, "eps": config.eps, "image_size": list(config.image_size),
+        "crop": list(config.crop) if config.crop else None, "seed": config.seed,
+        "backbone_dtype": config.backbone_dtype, "weights": options.weights, "unbiased": config.unbiased,
+        "fpr_limit": options.fpr, "num_thresholds": options.nsamples, "n_train": len(plan.fit),
+        "n_val": len(plan.val), "n_test": len(plan.splits.test), "metrics": {}, "seconds": scored.seconds,
+        "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
+        "n_fitted_total": scored.n_fitted,
+    }
+
+
+def finish(options: RunOptions, scored: Scored, model_saved: Future) -> CategoryResult:
+    """The CPU half: every metric, scores.npz and metrics.json staged, then the category committed and
+    its CSV row appended. On any error the staging folder goes and the previous results stay."""
+    import metrics as metric_functions  # scipy-heavy; imported once it is needed
+
+    try:
+        summary = summary_of(options, scored)
+        s, timings = scored.scores, {}
+        summary["metrics"] = metric_functions.evaluate(s.maps, s.masks, s.image_scores, s.labels,
+                                                       fpr_limit=options.fpr, num_thresholds=options.nsamples,
+                                                       timings=timings)
+        t = time.perf_counter()
+        results.write_scores(scored.staging / results.SCORES_FILE, s)
+        seconds = summary["seconds"]
+        seconds.update({f"metric_{name}": value for name, value in timings.items()})
+        seconds["write"] = time.perf_counter() - t
+        seconds["total"] = seconds["device_total"] + sum(timings.values()) + seconds["write"]
+        results.write_metrics(scored.staging / results.METRICS_FILE, summary)
+        model_saved.result()
+        out_dir = scored.plan.out_dir
+        outputs.commit(scored.staging, out_dir, options.overwrite)
+    except BaseException:
+        outputs.discard(scored.staging)
+        raise
+    results.append_rows(options.report, [results.csv_row(summary, out_dir)])
+    return CategoryResult(scored.plan.category, out_dir, summary)

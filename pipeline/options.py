@@ -1,0 +1,27 @@
+"""The settings of one train.py run, typed: what the pipeline reads instead of the argparse namespace."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Resolved settings. With `resume`, a None backbone/k/approx/seed/size means "as stored in the file"."""
+    dataset: str
+    report: Path
+    backbone: str | None = "wide_resnet50_2"
+    weights: str = "imagenet"
+    approx: str | None = "ortho"
+    k: int | None = None
+    eps: float | None = None  # None: the dataset's protocol value
+    unbiased: bool = False
+    seed: int | None = 1111
+    image_size: tuple[int, int] | None = None  # None: the dataset's protocol size
+    crop: tuple[int, int] | None = None
+    backbone_dtype: str | None = "float32"
+    resume: Path | None = None
+    val_fpr: float = 0.01
+    fpr: float = 0.3
+    nsamples: int = 1000
+    overwrite: bool = False

@@ -1,0 +1,117 @@
+"""Where a run's files go, committed whole or not at all.
+
+A category's files (model.pt, scores.npz, metrics.json) are written into a hidden staging folder
+beside the category folder and renamed into place only when all of them are complete, so a failed,
+killed or concurrent run never leaves partial results and never touches the previous ones. The
+staging folder's name carries host and process id: a later run recognises a dead run's leftovers
+and removes them (or restores the previous results, if the kill fell between the two renames of a
+replacement).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from common import UserError
+
+STAGING, OLD = "staging", "old"
+
+
+def _tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{_tag()}"
+
+
+def _owner_is_dead(path: Path, target: Path) -> bool | None:
+    """True for a leftover of a dead process on this host; None when its owner cannot be judged here."""
+    for kind in (STAGING, OLD):
+        prefix = f".{target.name}.{kind}-"
+        if not path.name.startswith(prefix):
+            continue
+        parts = path.name[len(prefix):].rsplit("-", 2)  # host-pid-token; a host name may hold dashes
+        if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
+            return None
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+    return None
+
+
+def clean_stale(target: Path) -> list[str]:
+    """Removes what dead runs left around `target`; returns notes on leftovers it could not judge."""
+    notes = []
+    if not target.parent.is_dir():
+        return notes
+    for kind in (OLD, STAGING):  # restore before deleting: an OLD without its target is the only copy
+        for path in sorted(target.parent.glob(f".{target.name}.{kind}-*")):
+            dead = _owner_is_dead(path, target)
+            if dead is None:
+                notes.append(f"{path} was left by a run on another host; remove it once that run has ended")
+            elif dead and kind == OLD and not target.exists():
+                os.replace(path, target)
+            elif dead:
+                shutil.rmtree(path, ignore_errors=True)
+    if target.is_dir():  # temp files of a killed atomic write inside the folder itself (older versions)
+        for tmp in target.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    return notes
+
+
+def holds_results(target: Path) -> bool:
+    return target.is_dir() and any(not p.name.startswith(".") for p in target.iterdir())
+
+
+def stage(target: Path) -> Path:
+    """A new, empty staging folder beside `target`."""
+    staging = _sibling(target, STAGING)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def discard(staging: Path | None) -> None:
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit(staging: Path, target: Path, overwrite: bool) -> None:
+    """Moves the complete staging folder to `target`; the previous results go only once it is in place."""
+    if holds_results(target) and not overwrite:
+        discard(staging)
+        raise UserError(f"{target} was written by another run meanwhile; pass --overwrite or another --experiment")
+    old = None
+    if target.exists():
+        old = _sibling(target, OLD)
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if old is not None and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def new_experiment(base: Path = Path("runs")) -> Path:
+    """base/<date-time>, created exclusively: two runs started in the same second get different folders."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"could not create a new experiment folder under {base}; pass --experiment")
