@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import UserError
 from datasets.synthetic_layouts import write_kolektor, write_kolektor2, write_stc_archives
+from results import CSV_COLUMNS
 from tools.stc_preprocess import preprocess
 from tools.summarize import main as summarize_main
 
@@ -128,7 +130,7 @@ def test_run_stc_after_preprocessing(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- summarize
 
-SAMPLE = """dataset,category,model,approx,k,eps,image_size,crop,seed,n_train,n_val,n_test,aupro,pixel_auroc,image_auroc,paper_pro,paper_roc,seconds,output
+SAMPLE = ",".join(CSV_COLUMNS) + """
 kolektor,fold0,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.953,0.9,0.5,0.953,1,a
 kolektor,fold1,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.951,0.9,0.5,0.951,1,a
 kolektor,fold2,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.976,0.9,0.5,0.976,1,a
@@ -158,10 +160,18 @@ def test_summarize_sample_csv(tmp_path, capsys):
     assert header == "| Category | aupro | pixel_auroc | image_auroc | paper_pro | paper_roc |"
 
 
-@pytest.mark.parametrize("argv, needle", [(["missing.csv"], "not found"), (["bad.csv"], "lacks the column"),
+@pytest.mark.parametrize("argv, needle", [(["missing.csv"], "no results file"), (["bad.csv"], "lacks the column"),
                                           (["good.csv", "--metric", "f1"], "--metric f1")])
 def test_summarize_errors(tmp_path, capsys, argv, needle):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     (tmp_path / "good.csv").write_text(SAMPLE)
-    assert summarize_main([str(tmp_path / argv[0]), *argv[1:]]) == 2
-    assert needle in capsys.readouterr().err
+    with pytest.raises(UserError, match=needle):
+        summarize_main([str(tmp_path / argv[0]), *argv[1:]])
+    assert capsys.readouterr().out == ""
+
+
+def test_summarize_cli_error_is_one_line(tmp_path):
+    done = run([sys.executable, REPO / "tools" / "summarize.py", tmp_path / "missing.csv"], cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    missing = tmp_path / "missing.csv"
+    assert done.stderr == f"error: no results file {missing}; pass the results.csv that train.py wrote\n"

@@ -1,7 +1,6 @@
-"""visualizer.py on a small fake experiment written in the exact formats train.py saves."""
+"""visualizer.py and the report package on a small fake experiment written with train.py's own writers."""
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess
@@ -14,6 +13,10 @@ from PIL import Image
 from scipy import ndimage
 
 import visualizer
+from report.layout import ROWS_PER_PAGE
+from report.load import load_category, resolve
+from report.render import choose_threshold, image_order, prepare, render
+from results import METRICS_FILE, MODEL_FILE, SCORES_FILE, Scores, read_scores, write_metrics, write_scores
 
 REPO = Path(__file__).resolve().parents[1]
 DEFECTS = ("good", "good", "good", "crack", "hole", "crack", "hole", "good")  # 8 test images
@@ -50,10 +53,9 @@ def make_category(folder: Path, images: Path, seed: int = 0, size: int = 64, ima
         paths.append(str(path))
     labels = np.array([d != "good" for d in defects], np.int8)
     folder.mkdir(parents=True)
-    np.savez_compressed(
-        folder / "scores.npz", maps=maps.astype(np.float16), masks=masks, labels=labels,
-        image_scores=maps.reshape(n, -1).max(1).astype(np.float32), defects=np.array(defects),
-        paths=np.array(paths))
+    write_scores(folder / SCORES_FILE, Scores(maps=maps, masks=masks, labels=labels,
+                                              image_scores=maps.reshape(n, -1).max(1), defects=np.array(defects),
+                                              paths=np.array(paths)))
     info = {
         "dataset": folder.parent.name, "category": folder.name, "model": "resnet18", "approx": "ortho",
         "k": 100, "eps": 0.01, "image_size": list(image_size), "crop": [size, size], "seed": 1111,
@@ -64,8 +66,8 @@ def make_category(folder: Path, images: Path, seed: int = 0, size: int = 64, ima
     }
     if thresholds:
         info["thresholds"] = {"image": 3.0, "pixel": 2.5, "val_fpr": 0.01}
-    (folder / "metrics.json").write_text(json.dumps(info, indent=2))
-    (folder / "model.pt").write_bytes(b"not needed by the visualizer")
+    write_metrics(folder / METRICS_FILE, info)
+    (folder / MODEL_FILE).write_bytes(b"not needed by the visualizer")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def experiment(tmp_path_factory) -> Path:
     make_category(root / "synthetic" / "carpet", root / "data" / "carpet", seed=0)
     make_category(root / "synthetic" / "bottle", root / "data" / "bottle", seed=1, thresholds=False,
                   image_size=(64, 64), defects=DEFECTS[:6])
-    Path(np.load(root / "synthetic" / "carpet" / "scores.npz")["paths"][1]).unlink()  # a moved image
+    Path(read_scores(root / "synthetic" / "carpet" / SCORES_FILE).paths[1]).unlink()  # a moved image
     return root
 
 
@@ -90,7 +92,7 @@ def pdf_page_count(path: Path) -> int:
 
 
 def expected_pages(n_images: list[int], max_images: int, contents: bool) -> int:
-    return int(contents) + sum(1 + math.ceil(min(n, max_images) / visualizer.ROWS_PER_PAGE) for n in n_images)
+    return int(contents) + sum(1 + math.ceil(min(n, max_images) / ROWS_PER_PAGE) for n in n_images)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -103,11 +105,11 @@ def test_one_category_page_count(experiment, tmp_path, max_images):
     out = tmp_path / "carpet.pdf"
     args = visualizer.parse_args(["--ckpt", str(experiment), "--category", "carpet", "--out", str(out),
                                   "--max-images", str(max_images)])
-    dataset, selected = visualizer.resolve(args.ckpt, args.dataset, args.category)
-    cats = [visualizer.load_category(folder, dataset, name) for name, folder in selected]
+    dataset, selected = resolve(args.ckpt, args.dataset, args.category)
+    cats = [load_category(folder, dataset, name) for name, folder in selected]
     for cat in cats:
-        visualizer.prepare(cat, None, max_images)
-    written = visualizer.render(cats, experiment, out, with_contents=False, progress=False)
+        prepare(cat, None, max_images)
+    written = render(cats, experiment, out, with_contents=False, progress=False)
     expected = expected_pages([8], max_images, contents=False)
     assert written == expected
     assert pdf_page_count(out) == expected
@@ -134,40 +136,21 @@ def test_cli_one_category(experiment):
 def test_image_order_failures_first():
     labels = np.array([0, 1, 1, 0, 1, 0])
     scores = np.array([1.0, 5.0, 2.0, 4.0, 3.0, 0.5])
-    assert visualizer.image_order(labels, scores).tolist() == [2, 4, 1, 3, 0, 5]
+    assert image_order(labels, scores).tolist() == [2, 4, 1, 3, 0, 5]
     # a budget smaller than the defects still shows the worst false alarms
-    assert visualizer.image_order(labels, scores, 2).tolist() == [2, 3]
-    assert visualizer.image_order(labels, scores, 5).tolist() == [2, 4, 1, 3, 0]
+    assert image_order(labels, scores, 2).tolist() == [2, 3]
+    assert image_order(labels, scores, 5).tolist() == [2, 4, 1, 3, 0]
 
 
 def test_threshold_choice(experiment):
-    carpet = visualizer.load_category(experiment / "synthetic" / "carpet", "synthetic", "carpet")
-    bottle = visualizer.load_category(experiment / "synthetic" / "bottle", "synthetic", "bottle")
-    assert visualizer.choose_threshold(carpet, None)[0] == 2.5  # calibrated on validation images
-    assert visualizer.choose_threshold(carpet, 7.0) == (7.0, "given with --threshold")
-    t, source = visualizer.choose_threshold(bottle, None)  # none saved: FPR limit on normal test pixels
-    normal = bottle.maps[~bottle.masks]
-    assert abs((normal > t).mean() - bottle.fpr_limit) < 0.01 and "FPR 0.3" in source
-
-
-def test_binned_curves_match_definition():
-    rng = np.random.default_rng(3)
-    masks = np.zeros((3, 32, 32), bool)
-    masks[0, 2:8, 2:8] = masks[0, 20:30, 0:5] = masks[1, 10:12, 10:30] = True
-    maps = rng.random((3, 32, 32)).astype(np.float32) + masks * 0.5
-    curves = visualizer.binned_curves(maps, masks, bins=50)
-    lo, hi = float(maps.min()), float(maps.max())
-    for j in (5, 20, 40):  # threshold = lower edge of bin 50 - j: predicted = in the top j bins
-        edge_bin = 50 - j
-        pred = np.clip(np.floor((maps - lo) / (hi - lo) * 50), 0, 49) >= edge_bin
-        regions = []
-        for p, m in zip(pred, masks):
-            lab, k = ndimage.label(m, structure=np.ones((3, 3)))
-            regions += [p[lab == r].mean() for r in range(1, k + 1)]
-        assert curves["fpr"][j] == pytest.approx(pred[~masks].mean())
-        assert curves["tpr"][j] == pytest.approx(pred[masks].mean())
-        assert curves["pro"][j] == pytest.approx(np.mean(regions))
-    assert curves["fpr"][0] == curves["pro"][0] == 0 and curves["fpr"][-1] == curves["pro"][-1] == 1
+    carpet = load_category(experiment / "synthetic" / "carpet", "synthetic", "carpet")
+    bottle = load_category(experiment / "synthetic" / "bottle", "synthetic", "bottle")
+    assert choose_threshold(carpet, None) == (2.5, "calibrated on normal validation images at FPR 0.01")
+    assert choose_threshold(carpet, 7.0) == (7.0, "given with --threshold")
+    t, source = choose_threshold(bottle, None)  # none saved: FPR limit on normal test pixels
+    normal = bottle.maps[~bottle.masks].astype(np.float32)
+    assert t == float(np.quantile(normal, 1 - bottle.fpr_limit))
+    assert abs((normal > t).mean() - bottle.fpr_limit) < 0.01 and "FPR 0.3 on the test set's normal pixels" in source
 
 
 def test_help_works_anywhere(tmp_path):
@@ -183,9 +166,16 @@ def _copy(src: Path, dst: Path) -> None:
             (dst / f.name).write_bytes(f.read_bytes())
 
 
-@pytest.mark.parametrize("case", ["no ckpt", "empty ckpt", "no category", "no scores", "no metrics",
-                                  "corrupt npz", "truncated npz", "bad json", "wrong dataset", "two datasets",
-                                  "category as ckpt", "dataset as ckpt"])
+ERRORS = {  # case: what the one-line message must name
+    "no ckpt": "does not exist", "empty ckpt": "nothing trained there yet", "no category": "no category folder",
+    "no scores": f"{SCORES_FILE} is missing", "no metrics": f"{METRICS_FILE} is missing",
+    "corrupt npz": f"carpet/{SCORES_FILE}", "truncated npz": f"carpet/{SCORES_FILE}",
+    "bad json": f"carpet/{METRICS_FILE}", "wrong dataset": "no dataset folder", "two datasets": "several datasets",
+    "category as ckpt": "is a category folder", "dataset as ckpt": "is a dataset folder",
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
 def test_errors_one_line_exit_2(experiment, tmp_path, case):
     ckpt = tmp_path / "exp"
     folder = ckpt / "synthetic" / "carpet"
@@ -199,16 +189,16 @@ def test_errors_one_line_exit_2(experiment, tmp_path, case):
         if case == "no category":
             args += ["--category", "grid"]
         elif case == "no scores":
-            (folder / "scores.npz").unlink()
+            (folder / SCORES_FILE).unlink()
         elif case == "no metrics":
-            (folder / "metrics.json").unlink()
+            (folder / METRICS_FILE).unlink()
         elif case == "corrupt npz":
-            (folder / "scores.npz").write_bytes(b"garbage, not a zip file")
+            (folder / SCORES_FILE).write_bytes(b"garbage, not a zip file")
         elif case == "truncated npz":
-            data = (folder / "scores.npz").read_bytes()
-            (folder / "scores.npz").write_bytes(data[: len(data) // 2])
+            data = (folder / SCORES_FILE).read_bytes()
+            (folder / SCORES_FILE).write_bytes(data[: len(data) // 2])
         elif case == "bad json":
-            (folder / "metrics.json").write_text("{")
+            (folder / METRICS_FILE).write_text("{")
         elif case == "wrong dataset":
             args += ["--dataset", "mvtecad"]
         elif case == "two datasets":
@@ -220,7 +210,7 @@ def test_errors_one_line_exit_2(experiment, tmp_path, case):
     result = run_cli(*args)
     assert result.returncode == 2, (case, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("visualizer.py: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and ERRORS[case] in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*.pdf")) and not list(tmp_path.rglob("*.tmp"))
 

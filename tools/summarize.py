@@ -15,15 +15,15 @@ pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import UserError, atomic_write  # noqa: E402
+import _root  # noqa: F401
 
-METRICS = ["aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc"]
+from common import UserError, atomic_write, run_cli
+from results import METRICS, read_rows
+
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
                   "mstc": "mSTC", "synthetic": "Synthetic"}
@@ -57,15 +57,13 @@ def std(values: list[float]) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"results file {path} not found; pass the results.csv train.py wrote")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ["dataset", "category", *METRICS] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
-        return [row for row in reader if row.get("category") and row["category"] != "mean"]
+def category_rows(path: Path) -> list[dict[str, str]]:
+    """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed."""
+    rows = read_rows(path)
+    missing = [c for c in ["dataset", "category", *METRICS] if rows and c not in rows[0]]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
+    return [row for row in rows if row.get("category") and row["category"] != "mean"]
 
 
 def category_key(dataset: str, category: str):
@@ -171,22 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", default=None,
                         help=f"columns, comma-separated (default: {','.join(METRICS)})")
     args = parser.parse_args(argv)
-    try:
-        metrics = parse_metrics(args.metric)
-        rows = read_rows(args.results)
-        if not rows:
-            raise UserError(f"{args.results} has no result rows; run train.py first")
-        text = summarize(rows, metrics)
-        if args.out:
-            def write(tmp: str) -> None:
-                Path(tmp).write_text(text)
-            atomic_write(args.out, write)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    metrics = parse_metrics(args.metric)
+    rows = category_rows(args.results)
+    if not rows:
+        raise UserError(f"{args.results} has no result rows; run train.py first")
+    text = summarize(rows, metrics)
+    if args.out:
+        def write(tmp: str) -> None:
+            Path(tmp).write_text(text)
+        atomic_write(args.out, write)
     sys.stdout.write(text)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
