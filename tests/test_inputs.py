@@ -1,8 +1,9 @@
-"""Hostile inputs: 16-bit and decompression-bomb images, mismatched masks.
+"""Hostile inputs: 16-bit and decompression-bomb images, mismatched masks, model files and merges.
 
 The tiny MVTec tree is written inline here (not with the shared tree writers) so this file does not
 depend on where those helpers live.
 """
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from PIL import Image
 
 from common import UserError
 from datasets.base import ImageDataset, Sample, read_image, read_mask
+from models import Config, SemiOrthogonal
+from models.semi_ortho import read_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,3 +117,82 @@ def test_mask_of_another_size_is_refused(tmp_path):
         data[0]
     assert "\n" not in str(error.value)
 
+
+# ---- model files -------------------------------------------------------------------------------
+
+CONFIG = Config(backbone="resnet18", k=5, image_size=(64, 64))
+
+
+def fitted_model(path: Path, config: Config = CONFIG, seed: int = 0, meta: dict | None = None) -> Path:
+    model = SemiOrthogonal(config, weights="random")
+    if meta is not None:
+        model.meta = meta
+    model.fit([torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    toy = {"dataset": "mvtecad", "category": "toy"}
+    paths = {
+        "a": fitted_model(folder / "a.pt", seed=0, meta=toy),
+        "b": fitted_model(folder / "b.pt", seed=1, meta=toy),
+        "other": fitted_model(folder / "other.pt", seed=2, meta={"dataset": "mvtecad", "category": "grid"}),
+        "bf16": fitted_model(folder / "bf16.pt", Config(**{**CONFIG.__dict__, "backbone_dtype": "bfloat16"}), 3,
+                             meta=toy),
+    }
+    paths["copy"] = folder / "copy.pt"
+    shutil.copy(paths["a"], paths["copy"])
+    old = torch.load(paths["b"], weights_only=True)  # a file written before models carried meta
+    del old["meta"]
+    torch.save(old, folder / "old.pt")
+    paths["old"] = folder / "old.pt"
+    return paths
+
+
+def test_model_meta_round_trips_and_older_files_load(models):
+    assert SemiOrthogonal.load(models["other"]).meta == {"dataset": "mvtecad", "category": "grid"}
+    assert SemiOrthogonal.load(models["old"]).meta == {}
+
+
+@pytest.mark.parametrize("key", ["W", "stats", "config", "backbone"])
+def test_model_file_missing_a_key_is_one_line_user_error(models, tmp_path, key):
+    state = torch.load(models["a"], weights_only=True)
+    del state[key]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(UserError, match=rf"broken\.pt.*'{key}'") as error:
+        read_model_file(tmp_path / "broken.pt")
+    assert "\n" not in str(error.value)
+
+
+def merge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tools/merge_stats.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_merge_of_two_fits_and_of_an_older_file_works(models, tmp_path):
+    result = merge(str(models["a"]), str(models["old"]), "-o", str(tmp_path / "m.pt"))
+    assert result.returncode == 0, result.stderr
+    assert int(torch.load(tmp_path / "m.pt", weights_only=True)["stats"]["n"]) == 4
+
+
+@pytest.mark.parametrize("first, second, names", [
+    ("a", "a", "a.pt"),  # the same path twice
+    ("a", "copy", "copy.pt"),  # a copy: identical sums
+    ("a", "other", "category"),
+    ("a", "bf16", "backbone_dtype"),
+])
+def test_merge_refuses_what_would_not_be_one_fit(models, tmp_path, first, second, names):
+    args = [str(models[first]), str(models[second])]
+    if first == second:
+        args[1] = str(models[first].parent / ".." / models[first].parent.name / models[first].name)  # same, spelt apart
+    result = merge(*args, "-o", str(tmp_path / "m.pt"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and names in result.stderr, result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_merge_out_naming_a_folder_is_one_line(models, tmp_path):
+    result = merge(str(models["a"]), str(models["b"]), "-o", str(tmp_path), "--overwrite")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and str(tmp_path) in result.stderr, result.stderr
