@@ -3,10 +3,14 @@
     python predict.py --model runs/exp/mvtecad/carpet/model.pt --input new_images/ --out predictions/
 
 For every image it writes <name>_heatmap.png, <name>_overlay.png and <name>_mask.png at the image's
-original size; the mask marks pixels scoring above the pixel threshold calibrated on the normal
-validation images at fit time (or --threshold). predictions.csv has one row per image: path,
-image_score, is_anomalous (image score above the image threshold), anomalous_area (fraction of
-pixels in the mask). Unreadable files are reported and skipped; the exit code is then 1.
+original size, where <name> is the image's path relative to --input (or to the glob's common folder)
+without its suffix, so sub/a.png gives sub/a_heatmap.png; images that would share a name (a.png and
+a.jpg) keep their suffix (a.png_heatmap.png), and a last tie gets ~2, ~3. No existing file in --out
+is replaced without --overwrite, and none is written until every output name was checked. The mask
+marks pixels scoring above the pixel threshold calibrated on the normal validation images at fit
+time (or --threshold). predictions.csv has one row per image: path, image_score, is_anomalous (image
+score above the image threshold), anomalous_area (fraction of pixels in the mask). Unreadable files
+are reported and skipped; the exit code is then 1.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import argparse
 import csv
 import glob
 import io
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +68,8 @@ class PredictDataset(ImageDataset):
             item = super().__getitem__(index)
             item["error"] = ""
         except UserError as error:
-            item = {"image": torch.zeros(3, *self.output_size), "mask": torch.zeros(self.output_size, dtype=torch.uint8),
+            item = {"image": torch.zeros(3, *self.output_size),
+                    "mask": torch.zeros(self.output_size, dtype=torch.uint8),
                     "label": 0, "index": index, "error": str(error)}
         return item
 
@@ -90,21 +97,56 @@ def save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def output_names(paths: list[Path]) -> list[str]:
-    """File stems, made unique when images in different folders share a name."""
-    names, seen = [], {}
-    for path in paths:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+def output_names(paths: list[Path], spec: str) -> list[str]:
+    """Each image's output name: its path relative to the input folder, without the suffix; unique
+    also on case-insensitive file systems, and stable for a given set of inputs (they come sorted)."""
+    base = spec if Path(spec).is_dir() else os.path.commonpath([os.path.abspath(p.parent) for p in paths])
+    relative = [Path(os.path.relpath(os.path.abspath(p), os.path.abspath(base))) for p in paths]
+    stems = [r.with_suffix("").as_posix() for r in relative]
+    counts = Counter(stem.casefold() for stem in stems)
+    preferred = [r.as_posix() if counts[stem.casefold()] > 1 else stem for r, stem in zip(relative, stems)]
+    reserved = {name.casefold() for name in preferred}
+    names: list[str] = []
+    used: set[str] = set()
+    for name in preferred:
+        candidate, n = name, 1
+        while candidate.casefold() in used or (n > 1 and candidate.casefold() in reserved):
+            n += 1
+            candidate = f"{name}~{n}"  # only A.PNG beside a.png gets here
+        used.add(candidate.casefold())
+        names.append(candidate)
     return names
+
+
+def output_paths(out: Path, name: str) -> dict[str, Path]:
+    return {kind: out / f"{name}_{kind}.png" for kind in ("heatmap", "overlay", "mask")}
+
+
+def check_outputs(out: Path, names: list[str], overwrite: bool) -> None:
+    """Refuses before any image is decoded when a planned output exists (without --overwrite) or cannot be written."""
+    planned = [out / "predictions.csv"] + [p for name in names for p in output_paths(out, name).values()]
+    for path in planned:
+        blocking = [parent for parent in path.parents if out in parent.parents and parent.exists()
+                    and not parent.is_dir()]
+        if blocking or path.is_dir():
+            raise UserError(f"--out {out}: {blocking[0] if blocking else path} is in the way of {path.name}; "
+                            "move it or pass another --out")
+    existing = [path for path in planned if path.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more files this run would write)" if len(existing) > 1 else ""
+        raise UserError(f"--out {out} already holds {existing[0].relative_to(out).as_posix()}{more}; "
+                        "pass --overwrite or another --out")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    if (out / "predictions.csv").exists() and not args.overwrite:
-        raise UserError(f"{out} already holds predictions; pass --overwrite or another --out")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers} must be at least 0")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder for the outputs")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
@@ -115,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
                         "pass --threshold and --image-threshold")
     paths = find_images(args.input)
-    names = output_names(paths)
+    names = output_names(paths, args.input)
+    check_outputs(out, names, args.overwrite)  # before any image is decoded or any file written
     dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop)
     data = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     # the colour scale puts the pixel threshold in the middle, anchored at the normal median
@@ -139,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 mask = score_map > pixel_threshold
                 heat = colour(score_map, low, high)
                 overlay = (0.55 * np.asarray(original) + 0.45 * heat).astype(np.uint8)
-                save_png(heat, out / f"{names[index]}_heatmap.png")
-                save_png(overlay, out / f"{names[index]}_overlay.png")
-                save_png(mask.astype(np.uint8) * 255, out / f"{names[index]}_mask.png")
+                files = output_paths(out, names[index])
+                save_png(heat, files["heatmap"])
+                save_png(overlay, files["overlay"])
+                save_png(mask.astype(np.uint8) * 255, files["mask"])
                 score_value = float(scores[i])
                 rows.append({"path": str(path), "image_score": f"{score_value:.6f}",
                              "is_anomalous": int(score_value > image_threshold),

@@ -39,11 +39,16 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> Image.Image:
-    """RGB image; grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError."""
+    """RGB image; grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError.
+
+    16-bit images keep their high byte (value >> 8), for grayscale as Pillow already does for 48-bit
+    RGB, so a 16-bit file decodes like its 8-bit version however many channels it has.
+    """
     return _read(path, "RGB", "image")
 
 
 def read_mask(path: Path) -> Image.Image:
+    """Grayscale mask; any non-zero pixel marks a defect, also in a 16-bit mask."""
     return _read(path, "L", "mask")
 
 
@@ -51,9 +56,23 @@ def _read(path: Path, mode: str, what: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I: convert() would clip at 255
+                img = _to_8bit(np.asarray(img), keep_nonzero=what == "mask")
             return img.convert(mode)
+    except Image.DecompressionBombError as e:  # raised on the header alone, before decoding a byte
+        raise UserError(f"cannot read {what} {path}: {str(e).rstrip('.')}; if it is a real image, "
+                        "downscale it first") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read {what} {path}: {e}; replace or remove the file") from None
+
+
+def _to_8bit(values: np.ndarray, keep_nonzero: bool) -> Image.Image:
+    """16-bit values -> 8 bits by their high byte; a mask keeps faint labels (1..255) as non-zero."""
+    values = np.clip(values.astype(np.int64), 0, 65535)
+    scaled = values >> 8
+    if keep_nonzero:
+        scaled = np.where(values > 0, np.maximum(scaled, 1), 0)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
 def center_crop_box(size: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
@@ -94,13 +113,18 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         h, w = self.image_size
-        image = read_image(sample.image).resize((w, h), Image.BILINEAR)
+        original = read_image(sample.image)
+        image = original.resize((w, h), Image.BILINEAR)
         pixels = torch.from_numpy(np.array(self._crop(np.asarray(image))))  # a writable copy
         pixels = pixels.permute(2, 0, 1).float().div_(255)
         if sample.mask is None:
             mask = np.zeros(self.output_size, dtype=np.uint8)
         else:
-            mask = read_mask(sample.mask).resize((w, h), Image.NEAREST)
+            mask = read_mask(sample.mask)
+            if mask.size != original.size:  # stretching it would mark the wrong pixels as defects
+                raise UserError(f"mask {sample.mask} is {mask.width} x {mask.height} but its image {sample.image} "
+                                f"is {original.width} x {original.height}; the mask must match its image's size")
+            mask = mask.resize((w, h), Image.NEAREST)
             mask = (self._crop(np.asarray(mask)) > 0).astype(np.uint8)
         return {
             "image": (pixels - self.mean) / self.std,

@@ -16,6 +16,8 @@ from models.postprocess import feature_size, gaussian_blur, upsample
 
 FORMAT = "semiortho-model"
 VERSION = 1
+REQUIRED_KEYS = ("config", "W", "stats", "backbone")  # "thresholds" and "meta" may be absent
+STATS_KEYS = ("n", "shift", "sum_z", "sum_zz")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.register_buffer("mu", None)
         self.register_buffer("chol", None)  # L with cov + eps I = L L^T
         self.thresholds: dict[str, float] = {}
+        self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
 
     @property
     def device(self) -> torch.device:
@@ -155,6 +158,7 @@ class SemiOrthogonal(torch.nn.Module):
             "W": self.W.cpu(),
             "stats": {key: value.cpu() for key, value in self.stats.state().items()},
             "thresholds": dict(self.thresholds),
+            "meta": dict(self.meta),
             "backbone": {key: value.cpu() for key, value in self.extractor.state_dict().items()},
         }
         atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -166,6 +170,7 @@ class SemiOrthogonal(torch.nn.Module):
         model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
+        model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
         model.to(device)
         model.stats = RunningStats.from_state(state["stats"], device)
         if finalize:
@@ -181,11 +186,18 @@ def read_model_file(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{path} is not a readable model file ({type(e).__name__}); it may be truncated: refit") from None
+        raise UserError(f"{path} is not a readable model file ({type(e).__name__}); "
+                        "it may be truncated: refit") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a semi-orthogonal model written by train.py")
     if state.get("version") != VERSION:
         raise UserError(f"{path} has model format version {state.get('version')}, this code reads {VERSION}; refit")
+    for key in REQUIRED_KEYS:
+        if key not in state:
+            raise UserError(f"{path} has no '{key}' entry; the file is damaged: refit or restore it")
+    missing = [key for key in STATS_KEYS if not isinstance(state["stats"], dict) or key not in state["stats"]]
+    if missing:
+        raise UserError(f"{path} has no 'stats' entry '{missing[0]}'; the file is damaged: refit or restore it")
     return state
 
 

@@ -148,3 +148,75 @@ def test_merged_fits_equal_one_fit_on_the_union(tmp_path):
     result = subprocess.run([sys.executable, "tools/merge_stats.py", paths[0], str(tmp_path / "other.pt"), "-o",
                              str(tmp_path / "bad.pt")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and not (tmp_path / "bad.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model fitted on noise with hand-set thresholds: enough for predict.py's file handling."""
+    model = SemiOrthogonal(Config(backbone="resnet18", k=5, image_size=(64, 64)), weights="random")
+    model.fit([torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))])
+    model.thresholds = {"pixel": 1.0, "image": 1.0, "val_pixel_median": 0.0}
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    model.save(path)
+    return path
+
+
+def run_predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "predict.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def noise(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3)).astype(np.uint8)).save(path)
+
+
+def test_predict_gives_every_input_its_own_outputs(tiny_model, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    names = ["a.png", "a_2.png", "sub/a.png", "a.jpg", "A.PNG"]
+    for seed, name in enumerate(names):
+        noise(inputs / name, seed)
+    result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    heatmaps = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_heatmap.png"))
+    assert len(heatmaps) == len(names) and len({h.lower() for h in heatmaps}) == len(names), heatmaps
+    assert "sub/a_heatmap.png" in heatmaps and "a_2_heatmap.png" in heatmaps  # mirrors the input folders
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert sorted(Path(r["path"]).relative_to(inputs).as_posix() for r in rows) == sorted(names)
+
+
+def test_predict_never_writes_over_an_existing_file(tiny_model, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    noise(inputs / "a.png", 0)
+    noise(inputs / "b.png", 1)
+    out.mkdir()
+    (out / "b_overlay.png").write_bytes(b"the user's own file")
+    result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "b_overlay.png" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b_overlay.png"]  # nothing written, nothing replaced
+    assert (out / "b_overlay.png").read_bytes() == b"the user's own file"
+    result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out / "b_overlay.png").size == (64, 64)
+
+
+@pytest.mark.parametrize("flag, value", [("--out", "FILE"), ("--batch-size", "0"), ("--workers", "-1")])
+def test_predict_bad_flags_are_one_line(tiny_model, tmp_path, flag, value):
+    noise(tmp_path / "in" / "a.png", 0)
+    (tmp_path / "FILE").write_text("not a folder")
+    args = {"--model": str(tiny_model), "--input": str(tmp_path / "in"), "--out": str(tmp_path / "out")}
+    args[flag] = str(tmp_path / "FILE") if value == "FILE" else value
+    result = run_predict(*[part for item in args.items() for part in item])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and flag in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_skips_a_decompression_bomb(tiny_model, tmp_path):
+    from test_inputs import write_bomb
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    noise(inputs / "a.png", 0)
+    write_bomb(inputs / "bomb.png")
+    result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out))
+    assert result.returncode == 1, result.stderr  # reported and skipped; the run fails at the end
+    assert "bomb.png" in result.stderr and "Traceback" not in result.stderr
+    assert [r["path"] for r in csv.DictReader(open(out / "predictions.csv"))] == [str(inputs / "a.png")]

@@ -1,39 +1,70 @@
 """Merge fits of disjoint image sets into one model: python tools/merge_stats.py a.pt b.pt -o c.pt
 
 The running sums add up exactly, so the merged model scores as one fit on the union would. Models
-must share backbone (and its weights), W and image size. Calibrated thresholds cannot be merged
-from sums: the merged file has none (predict.py then asks for --threshold); refit with --resume
-on validation images to calibrate again.
+must share backbone (its weights and precision), W (k, approx, seed), image size and, where the files
+record it, dataset and category. The same fit given twice is refused: its images would count twice.
+Calibrated thresholds cannot be merged from sums: the merged file has none (predict.py then asks for
+--threshold); refit with --resume on validation images to calibrate again.
 """
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _root  # noqa: F401
+import torch
 
-import torch  # noqa: E402
+from common import UserError, atomic_write, run_cli
+from models import Config, RunningStats, read_model_file
 
-from common import UserError, atomic_write, run_cli  # noqa: E402
-from models import RunningStats, read_model_file  # noqa: E402
+# W is drawn from (k, approx, seed); the statistics are of features computed at backbone_dtype
+MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop")
+DEFAULTS = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(Config()).items()}
 
-MUST_MATCH = ("backbone", "k", "approx", "image_size", "crop")
+
+def setting(state: dict, key: str):
+    """A config value; files written before a setting existed had its default."""
+    return state["config"].get(key, DEFAULTS[key])
+
+
+def same_sums(a: dict, b: dict) -> bool:
+    """Identical n and sum_z: the same fit (a copy), not two disjoint image sets."""
+    return int(a["n"]) == int(b["n"]) and torch.equal(a["sum_z"], b["sum_z"])
+
+
+def check_compatible(path: Path, state: dict, first: Path, reference: dict) -> None:
+    for key in MUST_MATCH:
+        if setting(state, key) != setting(reference, key):
+            raise UserError(f"{path} was fitted with {key} {setting(state, key)}, {first} with "
+                            f"{setting(reference, key)}; only fits of the same setup can be merged")
+    meta, reference_meta = state.get("meta") or {}, reference.get("meta") or {}
+    for key in sorted(set(meta) & set(reference_meta)):
+        if meta[key] != reference_meta[key]:
+            raise UserError(f"{path} is a fit of {key} {meta[key]}, {first} of {reference_meta[key]}; "
+                            "only fits of the same data can be merged")
+    if not torch.equal(state["W"], reference["W"]):
+        raise UserError(f"{path} has another embedding W than {first} (another --seed?); cannot merge")
+    if any(not torch.equal(state["backbone"][k], v) for k, v in reference["backbone"].items()):
+        raise UserError(f"{path} has other backbone weights than {first}; cannot merge")
 
 
 def merge(paths: list[Path]) -> dict:
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise UserError(f"{path} is given twice (as {seen[path.resolve()]}); each fit can be merged once")
+        seen[path.resolve()] = path
     merged = read_model_file(paths[0])
     stats = RunningStats.from_state(merged["stats"])
+    fitted = [(paths[0], merged["stats"])]
     for path in paths[1:]:
         state = read_model_file(path)
-        for key in MUST_MATCH:
-            if state["config"][key] != merged["config"][key]:
-                raise UserError(f"{path} was fitted with {key} {state['config'][key]}, {paths[0]} with "
-                                f"{merged['config'][key]}; only fits of the same setup can be merged")
-        if not torch.equal(state["W"], merged["W"]):
-            raise UserError(f"{path} has another embedding W than {paths[0]} (another --seed?); cannot merge")
-        if any(not torch.equal(state["backbone"][k], v) for k, v in merged["backbone"].items()):
-            raise UserError(f"{path} has other backbone weights than {paths[0]}; cannot merge")
+        check_compatible(path, state, paths[0], merged)
+        for other, sums in fitted:
+            if same_sums(state["stats"], sums):
+                raise UserError(f"{path} holds the same fit as {other} (equal sums); each fit can be merged once")
+        fitted.append((path, state["stats"]))
         stats.merge(RunningStats.from_state(state["stats"]))
     merged["stats"] = stats.state()
     merged["thresholds"] = {}
@@ -49,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.models) < 2:
         raise UserError("give at least two model files to merge")
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; name the merged model file, e.g. {out / 'model.pt'}")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; pass --overwrite or another -o")
     merged = merge([Path(m) for m in args.models])
