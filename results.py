@@ -18,6 +18,8 @@ import csv
 import io
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,7 +71,7 @@ def read_scores(path: str | Path) -> Scores:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:  # truncated files
         raise UserError(f"cannot read {path}: {e}; rerun train.py for this category") from None
     missing = [key for key in ("maps", "masks", "labels", "image_scores") if key not in arrays]
     if missing:

@@ -58,6 +58,7 @@ def test_fit_and_evaluate_one_category(mvtec_root, tmp_path, capsys):
         roc_auc_score(scores["masks"].ravel(), scores["maps"].astype(np.float64).ravel()), abs=2e-3)
     state = torch.load(folder / "model.pt", weights_only=True)
     assert state["config"]["backbone"] == "resnet18" and state["stats"]["n"] == 11
+    assert state["meta"] == {"dataset": "mvtecad", "category": "toy"}  # what merge_stats compares
     rows = list(csv.DictReader(open(exp / "results.csv")))
     assert len(rows) == 1 and rows[0]["category"] == "toy" and float(rows[0]["aupro"]) == pytest.approx(
         summary["metrics"]["aupro"], abs=1e-6)
