@@ -1,4 +1,4 @@
-"""Evaluation metrics (design.md section 2): exact pixel/image ROC-AUC and AU-PRO, and the
+"""Evaluation metrics (definitions in docs/metrics.md): exact pixel/image ROC-AUC and AU-PRO, and the
 authors' protocol (paper_pro, paper_roc) for comparison with the paper's tables."""
 from .evaluate import evaluate
 from .paper import paper_pro, paper_roc

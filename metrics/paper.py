@@ -1,4 +1,4 @@
-"""The authors' evaluation protocol (design.md section 2), needed to compare with the paper's tables.
+"""The authors' evaluation protocol (definitions in docs/metrics.md), needed to compare with the paper's tables.
 
 It differs from the exact metrics: thresholds are quantiles of one image, FPR and the y value are
 means over images rather than pooled, and the area rule is the authors' own.

@@ -1,4 +1,4 @@
-"""metrics/ against slow, literal re-implementations of design.md section 2."""
+"""metrics/ against slow, literal re-implementations of the definitions in docs/metrics.md."""
 import math
 
 import numpy as np
