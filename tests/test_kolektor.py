@@ -11,7 +11,7 @@ from PIL import Image
 from common import UserError
 from datasets import kolektor
 from datasets.base import ImageDataset
-from datasets.synthetic_layouts import write_kolektor, write_kolektor2
+from tests.helpers.data import write_kolektor, write_kolektor2
 
 N_FOLDERS, PARTS = 6, 4
 

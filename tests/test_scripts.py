@@ -5,11 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from datasets.synthetic_layouts import write_kolektor, write_kolektor2, write_stc_archives
+from tests.helpers.data import write_kolektor, write_kolektor2, write_mvtec, write_stc_archives
 from tools.stc_preprocess import preprocess
 from tools.summarize import main as summarize_main
 
@@ -29,30 +27,6 @@ def run(cmd, cwd, env=None, timeout=240):
 def results(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def write_mvtec(root: Path, categories, seed: int = 0) -> None:
-    """A few 64 x 64 images per category in MVTec AD's layout (bright squares as defects)."""
-    rng = np.random.default_rng(seed)
-
-    def image():
-        y, x = np.mgrid[0:64, 0:64]
-        base = 120 + 40 * np.sin(x / 3 + rng.uniform(0, 1)) * np.sin(y / 4) + rng.normal(0, 4, (64, 64))
-        return np.clip(base, 0, 255).astype(np.uint8)
-
-    for category in categories:
-        folder = root / category
-        for sub in ("train/good", "test/good", "test/hole", "ground_truth/hole"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        for i in range(10):
-            Image.fromarray(image()).convert("RGB").save(folder / "train" / "good" / f"{i:03d}.png")
-        for i in range(2):
-            Image.fromarray(image()).convert("RGB").save(folder / "test" / "good" / f"{i:03d}.png")
-            img, mask = image(), np.zeros((64, 64), np.uint8)
-            img[20:34, 16 + 8 * i:30 + 8 * i] = 250
-            mask[20:34, 16 + 8 * i:30 + 8 * i] = 255
-            Image.fromarray(img).convert("RGB").save(folder / "test" / "hole" / f"{i:03d}.png")
-            Image.fromarray(mask).save(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png")
 
 
 # ------------------------------------------------------------------------------------------ find_up / setup

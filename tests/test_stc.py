@@ -14,7 +14,7 @@ from PIL import Image
 
 from common import UserError
 from datasets import stc
-from datasets.synthetic_layouts import write_stc_archives
+from tests.helpers.data import write_stc_archives
 from tools.stc_preprocess import MARKER, preprocess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trees import write_category
 
 import train
 from common import UserError
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--weights", "random", "--model", "resnet18", "--workers", "0"]
