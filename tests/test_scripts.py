@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from datasets.stc_convert import preprocess
 from tests.helpers.data import write_kolektor, write_kolektor2, write_mvtec, write_stc_archives
-from tools.stc_preprocess import preprocess
 from tools.summarize import main as summarize_main
 
 REPO = Path(__file__).resolve().parents[1]

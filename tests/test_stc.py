@@ -14,8 +14,8 @@ from PIL import Image
 
 from common import UserError
 from datasets import stc
+from datasets.stc_convert import MARKER, preprocess
 from tests.helpers.data import write_stc_archives
-from tools.stc_preprocess import MARKER, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES, VIDEOS, VIDEO_FRAMES, CLIPS, CLIP_FRAMES = (1, 2), 2, 12, 2, 15
