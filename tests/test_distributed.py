@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from trees import write_category
 
 import train
 from models import SemiOrthogonal
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "12", "--image-size", "64", "--batch-size", "4",

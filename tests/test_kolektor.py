@@ -11,7 +11,7 @@ from common import UserError
 from datasets import kolektor, kolektor2
 from datasets.base import ImageDataset
 from datasets.options import DataOptions
-from datasets.synthetic_layouts import write_kolektor, write_kolektor2
+from tests.helpers.data import write_kolektor, write_kolektor2
 
 N_FOLDERS, PARTS = 6, 4
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from trees import write_category
 
 import results
 from pipeline import outputs
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from trees import write_category
 
 import predict
 import train
@@ -17,6 +16,7 @@ from common import UserError
 from datasets.base import ImageDataset
 from datasets.mvtec import load
 from models import Config, SemiOrthogonal, threshold_at_fpr
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--batch-size", "8",

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from common import UserError
-from datasets.synthetic_layouts import write_kolektor, write_kolektor2, write_stc_archives
+from datasets.stc_convert import preprocess
 from results import CSV_COLUMNS
-from tools.stc_preprocess import preprocess
+from tests.helpers.data import write_kolektor, write_kolektor2, write_mvtec, write_stc_archives
 from tools.summarize import main as summarize_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,28 +33,15 @@ def results(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_mvtec(root: Path, categories, seed: int = 0) -> None:
-    """A few 64 x 64 images per category in MVTec AD's layout (bright squares as defects)."""
-    rng = np.random.default_rng(seed)
-
-    def image():
-        y, x = np.mgrid[0:64, 0:64]
-        base = 120 + 40 * np.sin(x / 3 + rng.uniform(0, 1)) * np.sin(y / 4) + rng.normal(0, 4, (64, 64))
-        return np.clip(base, 0, 255).astype(np.uint8)
-
-    for category in categories:
-        folder = root / category
-        for sub in ("train/good", "test/good", "test/hole", "ground_truth/hole"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        for i in range(10):
-            Image.fromarray(image()).convert("RGB").save(folder / "train" / "good" / f"{i:03d}.png")
-        for i in range(2):
-            Image.fromarray(image()).convert("RGB").save(folder / "test" / "good" / f"{i:03d}.png")
-            img, mask = image(), np.zeros((64, 64), np.uint8)
-            img[20:34, 16 + 8 * i:30 + 8 * i] = 250
-            mask[20:34, 16 + 8 * i:30 + 8 * i] = 255
-            Image.fromarray(img).convert("RGB").save(folder / "test" / "hole" / f"{i:03d}.png")
-            Image.fromarray(mask).save(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png")
+def check_against_scores(row: dict, n_defective: int) -> None:
+    """A category row's AUROCs recomputed from its scores.npz with sklearn, and its test counts."""
+    with np.load(Path(row["output"]) / "scores.npz") as npz:
+        labels, image_scores, maps, masks = npz["labels"], npz["image_scores"], npz["maps"], npz["masks"]
+    assert len(labels) == int(row["n_test"]) and int(labels.sum()) == n_defective, row["category"]
+    assert float(row["image_auroc"]) == pytest.approx(roc_auc_score(labels, image_scores), abs=1e-5)
+    # the maps are stored as float16, which ties some pixels that were apart when the metric was computed
+    pixel = roc_auc_score(masks.ravel() > 0, maps.astype(np.float32).ravel())
+    assert float(row["pixel_auroc"]) == pytest.approx(pixel, abs=5e-3)
 
 
 # ------------------------------------------------------------------------------------------ find_up / setup
@@ -88,6 +75,8 @@ def test_run_mvtecad_group_in_one_process(tmp_path):
     rows = results(report)
     assert [r["category"] for r in rows] == TEXTURES + ["mean"]  # one process: one mean row over the group
     assert all(r["dataset"] == "mvtecad" and r["k"] == "10" for r in rows)
+    for r in rows[:-1]:  # 2 good + 2 hole test images per category
+        check_against_scores(r, n_defective=2)
     assert done.stderr.count("train.py --dataset mvtecad") == 1
 
 
@@ -104,8 +93,13 @@ def test_run_kolektor_three_folds_and_ksdd2(tmp_path):
         ("kolektor2", "ksdd2")]
     for r in rows[:3] + rows[4:]:
         assert r["image_size"] == "128x48" and r["model"] == "resnet18" and r["k"] == "10"  # extra args win
-        assert float(r["image_auroc"]) >= 0 and float(r["pixel_auroc"]) > 0.5
-    assert int(rows[0]["n_test"]) == 8  # 2 test folders x 4 parts
+    for r in rows[:3]:  # each fold tests 2 kos folders x 4 parts, one defective part per folder
+        assert int(r["n_test"]) == 8
+        check_against_scores(r, n_defective=2)
+    assert int(rows[4]["n_test"]) == 6  # KSDD2: every third of the 6 test images is defective
+    check_against_scores(rows[4], n_defective=2)
+    for metric in ("aupro", "pixel_auroc", "image_auroc"):  # the mean row averages the three folds
+        assert float(rows[3][metric]) == pytest.approx(np.mean([float(r[metric]) for r in rows[:3]]), abs=2e-6)
     table = tmp_path / "table.md"
     assert summarize_main([str(report), "--out", str(table), "--metric", "pixel_auroc"]) == 0
     text = table.read_text()
@@ -126,6 +120,7 @@ def test_run_stc_after_preprocessing(tmp_path):
     assert row["dataset"] == "mstc" and row["category"] == "mstc" and row["eps"] == "0.3"
     assert row["seed"] == "5555" and row["k"] == "10"  # the authors' seed; extra args override the k
     assert (int(row["n_train"]), int(row["n_val"]), int(row["n_test"])) == (27, 3, 4 * 3)
+    check_against_scores(row, n_defective=2)  # frame 6 of the two anomalous clips (anomalies in frames 5..9)
 
 
 # ---------------------------------------------------------------------------------------------- summarize

@@ -14,8 +14,8 @@ from PIL import Image
 
 from common import UserError
 from datasets import stc
-from datasets.synthetic_layouts import write_stc_archives
-from tools.stc_preprocess import MARKER, preprocess
+from datasets.stc_convert import MARKER, preprocess
+from tests.helpers.data import write_stc_archives
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES, VIDEOS, VIDEO_FRAMES, CLIPS, CLIP_FRAMES = (1, 2), 2, 12, 2, 15
@@ -65,7 +65,8 @@ def test_preprocess_layout_and_contents(archives, converted):
     videos = sorted(p.name for p in (converted / "train").iterdir())
     assert videos == [f"{s:02d}_{v:03d}" for s in SCENES for v in range(1, VIDEOS + 1)]
     for v in videos:  # every frame decoded, counted by reading
-        assert sorted(p.name for p in (converted / "train" / v).iterdir()) == [f"{i:03d}.jpg" for i in range(VIDEO_FRAMES)]
+        frames = sorted(p.name for p in (converted / "train" / v).iterdir())
+        assert frames == [f"{i:03d}.jpg" for i in range(VIDEO_FRAMES)]
     clips = sorted(p.name for p in (converted / "test").iterdir())
     assert clips == sorted(p.name for p in (converted / "pixel_mask").iterdir()) and len(clips) == N_CLIPS
     frames_zips = [zipfile.ZipFile(archives / "Testing" / f"frames_part{i}.zip") for i in (1, 2)]

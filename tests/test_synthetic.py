@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import cv2
@@ -13,6 +12,8 @@ from PIL import Image
 
 from common import UserError
 from datasets import synthetic
+from datasets.options import DataOptions
+from datasets.synthetic import loader
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(image_size=64, n_train=3, n_test_good=2)
@@ -111,7 +112,7 @@ def test_grayscale_categories_and_overrides(tmp_path):
 
 
 def test_crash_mid_generation_leaves_nothing(tmp_path, monkeypatch):
-    original, calls = synthetic._write_job, []
+    original, calls = loader._write_job, []
 
     def failing(folder, params, job):
         calls.append(job)
@@ -119,7 +120,7 @@ def test_crash_mid_generation_leaves_nothing(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         original(folder, params, job)
 
-    monkeypatch.setattr(synthetic, "_write_job", failing)  # raised in a worker thread where there are several
+    monkeypatch.setattr(loader, "_write_job", failing)  # raised in a worker thread where there are several
     with pytest.raises(RuntimeError, match="disk on fire"):
         synthetic.generate_category(tmp_path, "weave", **SMALL, n_test_defect=4)
     assert list(tmp_path.iterdir()) == []  # neither the category nor a temporary folder
@@ -128,7 +129,7 @@ def test_crash_mid_generation_leaves_nothing(tmp_path, monkeypatch):
 def test_crash_while_regenerating_keeps_the_old_category(tmp_path, monkeypatch):
     folder = _small(tmp_path, "caplet")
     before = _files(folder)
-    monkeypatch.setattr(synthetic, "_write_job", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(loader, "_write_job", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         _small(tmp_path, "caplet", seed=9)
     assert _files(folder) == before
@@ -144,7 +145,7 @@ def test_ensure_reuses_and_rejects_other_parameters(tmp_path, monkeypatch):
     def no_build(*a, **k):
         raise AssertionError("should have reused the category")
 
-    monkeypatch.setattr(synthetic, "_build_and_publish", no_build)
+    monkeypatch.setattr(loader, "_build_and_publish", no_build)
     assert synthetic.ensure_category(tmp_path, "plank", **params) == folder
     assert _files(folder) == before
     with pytest.raises(UserError, match="delete the folder or use another root") as info:
@@ -165,7 +166,7 @@ def test_bad_category_and_parameters(tmp_path):
     with pytest.raises(UserError, match="known: weave"):
         synthetic.generate_category(tmp_path, "carpet")
     with pytest.raises(UserError, match="known:"):
-        synthetic.load(tmp_path, "carpet", Namespace())
+        synthetic.load(tmp_path, "carpet", DataOptions())
     with pytest.raises(UserError, match="image_size"):
         synthetic.generate_category(tmp_path, "weave", image_size=8)
     with pytest.raises(UserError, match="n_train"):
@@ -179,7 +180,7 @@ def test_default_root_and_categories(monkeypatch, tmp_path):
     assert synthetic.default_root() == tmp_path / "cache" / "semiortho" / "synthetic"
     monkeypatch.setenv("SEMIORTHO_SYNTHETIC", str(tmp_path / "elsewhere"))
     assert synthetic.default_root() == tmp_path / "elsewhere"
-    assert synthetic.categories(None, Namespace()) == list(synthetic.CATEGORIES)
+    assert synthetic.categories(None, DataOptions()) == list(synthetic.CATEGORIES)
     assert len([c for c, i in synthetic.CATEGORIES.items() if i["kind"] == "texture"]) >= 3
     assert len([c for c, i in synthetic.CATEGORIES.items() if i["kind"] == "object"]) >= 2
 
@@ -187,7 +188,7 @@ def test_default_root_and_categories(monkeypatch, tmp_path):
 def test_load_goes_through_the_mvtec_loader(tmp_path):
     pytest.importorskip("datasets.mvtec")
     _small(tmp_path, "washer", n_test_defect=5)
-    splits = synthetic.load(tmp_path, "washer", Namespace())
+    splits = synthetic.load(tmp_path, "washer", DataOptions())
     assert len(splits.train) == 3
     assert len(splits.test) == 7
     assert sum(s.label for s in splits.test) == 5

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from trees import write_category
 
 import results
 import train
 from common import UserError
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--weights", "random", "--model", "resnet18", "--workers", "0"]
@@ -110,7 +110,8 @@ def bad_tree(tmp_path: Path) -> Path:
 def test_bad_input_is_one_line_exit_2(tmp_path, case, args, message):
     root = bad_tree(tmp_path)
     base = [] if case in ("no dataroot", "missing dataroot") else ["--dataroot", str(root)]
-    result = run_cli(*base, *BASE, "--image-size", "64", "--experiment", str(tmp_path / "exp"), *(args or ["--k", "10"]))
+    result = run_cli(*base, *BASE, "--image-size", "64", "--experiment", str(tmp_path / "exp"),
+                     *(args or ["--k", "10"]))
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "exp").exists()

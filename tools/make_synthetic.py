@@ -1,17 +1,15 @@
 """Write synthetic categories in MVTec AD's layout: python tools/make_synthetic.py --category all."""
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import _root  # noqa: F401
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-from common import UserError, one_line  # noqa: E402
-from datasets import synthetic  # noqa: E402
+from common import UserError, run_cli
+from datasets import synthetic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,18 +49,14 @@ def _categories(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        root = args.root if args.root is not None else synthetic.default_root()
-        for name in _categories(args.category):
-            start = time.perf_counter()
-            path = synthetic.generate_category(
-                root, name, seed=args.seed, image_size=args.image_size, n_train=args.n_train,
-                n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, grayscale=args.grayscale)
-            _report(path, time.perf_counter() - start)
-    except UserError as e:
-        print(f"make_synthetic.py: error: {one_line(e)}", file=sys.stderr)
-        return 2
+    args = _parser().parse_args(argv)
+    root = args.root if args.root is not None else synthetic.default_root()
+    for name in _categories(args.category):
+        start = time.perf_counter()
+        path = synthetic.generate_category(
+            root, name, seed=args.seed, image_size=args.image_size, n_train=args.n_train,
+            n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, grayscale=args.grayscale)
+        _report(path, time.perf_counter() - start)
     return 0
 
 
@@ -77,4 +71,4 @@ def _report(path: Path, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -1,7 +1,9 @@
-"""Seeded generators of tiny but real-layout KolektorSDD, KolektorSDD2 and mSTC (archive) trees.
+"""Seeded writers of tiny test trees in the real datasets' layouts: loaders and tools run with no download.
 
-For tests and demos: every loader and the mSTC preprocessing tool run on them with no download.
-
+- `write_category(root, name, seed, gray=False, n_train=12)`: one MVTec AD category of 64 x 64
+  striped textures, inverted squares as `blob` defects.
+- `write_mvtec(root, categories, seed=0)`: a few 64 x 64 images per category in MVTec AD's layout,
+  bright squares as `hole` defects.
 - `write_kolektor(root, n_folders=6, parts=4, seed=0)`: `root/kosNN/PartN.jpg` (grayscale) with
   `PartN_label.bmp` (0/255; all zero = defect-free), one defective part per folder (a dark scratch), and
   the official-format split file `<root>-training-splits/split.pyb`, a pickle
@@ -22,12 +24,69 @@ import io
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+# ------------------------------------------------------------------------------------------ MVTec AD
+
+def texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size]
+    stripes = 0.5 + 0.25 * np.sin(x / 2.0 + rng.uniform(0, 0.3)) * np.sin(y / 3.0)
+    return np.clip(stripes + rng.normal(0, 0.03, (size, size)), 0, 1)
+
+
+def write_category(root: Path, name: str, seed: int, gray: bool = False, n_train: int = 12) -> None:
+    rng = np.random.default_rng(seed)
+    folder = root / name
+
+    def save(array: np.ndarray, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = (array * 255).astype(np.uint8)
+        Image.fromarray(pixels if gray else np.stack([pixels] * 3, axis=-1)).save(path)
+
+    for i in range(n_train):
+        save(texture(rng), folder / "train" / "good" / f"{i:03d}.png")
+    for i in range(3):
+        save(texture(rng), folder / "test" / "good" / f"{i:03d}.png")
+    for i in range(4):
+        image, mask = texture(rng), np.zeros((64, 64), np.uint8)
+        top, left = rng.integers(8, 40, size=2)
+        image[top:top + 14, left:left + 14] = 1.0 - image[top:top + 14, left:left + 14]  # an obvious defect
+        mask[top:top + 14, left:left + 14] = 255
+        save(image, folder / "test" / "blob" / f"{i:03d}.png")
+        (folder / "ground_truth" / "blob").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(folder / "ground_truth" / "blob" / f"{i:03d}_mask.png")
+
+
+def write_mvtec(root: Path, categories: Iterable[str], seed: int = 0) -> None:
+    """A few 64 x 64 images per category in MVTec AD's layout (bright squares as defects)."""
+    rng = np.random.default_rng(seed)
+
+    def image():
+        y, x = np.mgrid[0:64, 0:64]
+        base = 120 + 40 * np.sin(x / 3 + rng.uniform(0, 1)) * np.sin(y / 4) + rng.normal(0, 4, (64, 64))
+        return np.clip(base, 0, 255).astype(np.uint8)
+
+    for category in categories:
+        folder = root / category
+        for sub in ("train/good", "test/good", "test/hole", "ground_truth/hole"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            Image.fromarray(image()).convert("RGB").save(folder / "train" / "good" / f"{i:03d}.png")
+        for i in range(2):
+            Image.fromarray(image()).convert("RGB").save(folder / "test" / "good" / f"{i:03d}.png")
+            img, mask = image(), np.zeros((64, 64), np.uint8)
+            img[20:34, 16 + 8 * i:30 + 8 * i] = 250
+            mask[20:34, 16 + 8 * i:30 + 8 * i] = 255
+            Image.fromarray(img).convert("RGB").save(folder / "test" / "hole" / f"{i:03d}.png")
+            Image.fromarray(mask).save(folder / "ground_truth" / "hole" / f"{i:03d}_mask.png")
+
+
+# ------------------------------------------------------------------------ KolektorSDD, KolektorSDD2, mSTC
 
 def _texture(rng: np.random.Generator, h: int, w: int, channels: int = 1) -> np.ndarray:
     """A smooth, slightly noisy surface: vertical shading plus blurred noise, uint8."""
