@@ -1,13 +1,10 @@
 """Hostile inputs: 16-bit and decompression-bomb images, mismatched masks, model files and merges.
 
-The tiny MVTec tree is written inline here (not with the shared tree writers) so this file does not
-depend on where those helpers live.
+The hand-made PNGs (48-bit, bomb headers) come from tests/helpers/data.py.
 """
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +16,9 @@ from common import UserError
 from datasets.base import ImageDataset, Sample, read_image, read_mask
 from models import Config, SemiOrthogonal
 from models.semi_ortho import read_model_file
+from tests.helpers.data import write_bomb, write_png16_rgb
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def write_png16_rgb(array: np.ndarray, path: Path) -> None:
-    """A 48-bit RGB PNG written by hand: Pillow cannot save one."""
-    h, w, _ = array.shape
-    raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw))
-                     + png_chunk(b"IEND", b""))
-
-
-def write_bomb(path: Path, side: int = 60000) -> None:
-    """A valid PNG header claiming side x side pixels, with almost no data behind it."""
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + png_chunk(b"IEND", b""))
 
 
 def pixels(path: Path) -> torch.Tensor:

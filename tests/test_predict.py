@@ -16,7 +16,7 @@ from common import UserError
 from datasets.base import ImageDataset
 from datasets.mvtec import load
 from models import Config, SemiOrthogonal, threshold_at_fpr
-from tests.helpers.data import write_category
+from tests.helpers.data import write_bomb, write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--batch-size", "8",
@@ -211,7 +211,6 @@ def test_predict_bad_flags_are_one_line(tiny_model, tmp_path, flag, value):
 
 
 def test_predict_skips_a_decompression_bomb(tiny_model, tmp_path):
-    from test_inputs import write_bomb
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     noise(inputs / "a.png", 0)

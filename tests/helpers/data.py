@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -227,3 +229,25 @@ def write_stc_archives(folder: str | Path, scenes: tuple[int, ...] = (1, 2), vid
         for zf in (*frame_zips, pixel_zip, frame_mask_zip):
             zf.close()
     return folder
+
+
+# Hand-made PNGs that Pillow cannot write: 48-bit RGB, and a header claiming a huge size.
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png16_rgb(array: np.ndarray, path: Path) -> None:
+    """A 48-bit RGB PNG written by hand: Pillow cannot save one."""
+    h, w, _ = array.shape
+    raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw))
+                     + png_chunk(b"IEND", b""))
+
+
+def write_bomb(path: Path, side: int = 60000) -> None:
+    """A valid PNG header claiming side x side pixels, with almost no data behind it."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + png_chunk(b"IEND", b""))
