@@ -14,6 +14,7 @@ relative to `--dataroot` when it is given. 256 x 256 unless `--image-size`.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,12 @@ def categories(root: Path | None, options: DataOptions) -> list[str]:
 
 
 def hold_out(normal: list[Path], ratio: float, seed: int) -> tuple[list[Path], list[Path]]:
-    """(fit, held out): a seeded `ratio` of the images (at least one), both kept in file order."""
+    """(fit, held out): a seeded `ratio` of the images (rounded half up, at least one, never all), both kept
+    in file order."""
     if len(normal) < 2:
         raise UserError(f"{len(normal)} normal image: holding out --normal-test-ratio {ratio} needs at least 2 "
                         "(or pass --normal-test-dir)")
-    n_test = min(len(normal) - 1, max(1, round(ratio * len(normal))))
+    n_test = min(len(normal) - 1, max(1, math.floor(ratio * len(normal) + 0.5)))
     held = set(np.random.default_rng(seed).permutation(len(normal))[:n_test].tolist())
     return ([p for i, p in enumerate(normal) if i not in held], [p for i, p in enumerate(normal) if i in held])
 
