@@ -206,3 +206,46 @@ def test_mpdd_end_to_end_and_a_missing_root_is_one_line(mpdd_root, tmp_path):
                             timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"VisA split file {mpdd_root}/split_csv/1cls.csv not found" in result.stderr
+
+
+# ---- sweeps and tables
+
+SWEEPS = {"run_visa.sh": ("visa", "VISA_DATA", "VisA"),
+          "run_mvtecad2.sh": ("mvtecad2", "MVTEC2_DATA", "mvtec_ad_2"),
+          "run_btad.sh": ("btad", "BTAD_DATA", "BTech_Dataset_transformed"),
+          "run_mpdd.sh": ("mpdd", "MPDD_DATA", "MPDD")}
+
+
+def sweep(script: str, cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    ambient = {"DATA", *(var for _, var, _ in SWEEPS.values()), "VISA_NAME", "MVTEC2_NAME", "BTAD_NAME", "MPDD_NAME"}
+    env = {**{k: v for k, v in os.environ.items() if k not in ambient}, **env}
+    return subprocess.run([str(REPO / "script" / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.mark.parametrize("script", sorted(SWEEPS))
+def test_sweep_finds_its_root_by_variable_or_name(script, tmp_path):
+    dataset, variable, name = SWEEPS[script]
+    (tmp_path / "data" / name).mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    for env, expected in (({variable: "/elsewhere"}, "/elsewhere"), ({}, str((tmp_path / "data" / name).resolve()))):
+        result = sweep(script, tmp_path / "work", {"PYTHON": "echo", **env}, "--k", "7")  # echo: the command alone
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[1:] == ["--dataset", dataset, "--dataroot", expected, "--category", "all",
+                                             "--k", "7"]
+    missing = sweep(script, tmp_path / "work", {"PYTHON": "echo", variable.replace("_DATA", "_NAME"): "Nowhere_xyz"})
+    assert missing.returncode == 0 and "no Nowhere_xyz folder found" in missing.stderr
+    assert "--dataroot" not in missing.stdout  # train.py then takes $DATA or names the missing root
+
+def test_btad_sweep_runs_and_summarize_titles_it(btad_root, tmp_path):
+    exp = tmp_path / "exp"
+    result = sweep("run_btad.sh", tmp_path, {"BTAD_DATA": str(btad_root), "PYTHON": sys.executable},
+                   *FAST, "--category", "01,02", "--experiment", str(exp))
+    assert result.returncode == 0, result.stderr
+    with open(exp / "results.csv", newline="") as f:
+        assert [(r["dataset"], r["category"]) for r in csv.DictReader(f)] == [
+            ("btad", "01"), ("btad", "02"), ("btad", "mean")]
+    from tools.summarize import main as summarize_main
+    assert summarize_main([str(exp / "results.csv"), "--out", str(tmp_path / "t.md"), "--metric", "image_auroc"]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert table.startswith("### BTAD: resnet18") and "| 01 |" in table and "| **mean** |" in table
