@@ -171,6 +171,8 @@ def default_workers(device: torch.device) -> int:
 def headline(category: str, metrics: dict, metric: str) -> str:
     if not metrics:
         return f"{category}: no defective test images: no metrics (model and thresholds written)"
+    if metrics["pixel_auroc"] != metrics["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
+        return f"{category}: DET AUROC {metrics['image_auroc']:.4f} (no masks: no pixel metrics)"
     if metric == "auproc":
         return f"{category}: SEG AUPROC {metrics['aupro']:.4f} (paper protocol {metrics['paper_pro']:.4f})"
     return (f"{category}: SEG AUROC {metrics['pixel_auroc']:.4f} (paper protocol {metrics['paper_roc']:.4f})"

@@ -155,6 +155,18 @@ def test_cli_allow_missing_masks_scores_those_images_for_the_image_auroc_only(tm
     assert abs(m["pixel_auroc"] - roc_auc_score(scores["masks"].ravel(), maps.ravel())) > 5e-3  # it was left out
 
 
+def test_without_a_mask_dir_the_headline_is_the_image_auroc(tmp_path, capsys):
+    write_folder(tmp_path, n_normal=12, n_abnormal=3, mask_style=None, seed=2)
+    assert train.main(["--dataset", "folder", "--normal-dir", str(tmp_path / "good"), "--abnormal-dir",
+                       str(tmp_path / "bad"), *FAST, "--experiment", str(tmp_path / "exp")]) == 0
+    captured = capsys.readouterr()
+    summary, scores = metrics_of(tmp_path / "exp" / "folder" / "good")
+    auroc = roc_auc_score(scores["labels"], scores["image_scores"])
+    assert f"good: DET AUROC {auroc:.4f} (no masks: no pixel metrics)" in captured.out
+    assert "image-level metrics only" in captured.err
+    assert summary["metrics"]["image_auroc"] == pytest.approx(auroc) and np.isnan(summary["metrics"]["aupro"])
+
+
 def test_csv_row_of_empty_metrics_has_empty_metric_cells():
     summary = {"dataset": "folder", "category": "c", "image_size": [64, 64], "crop": None, "metrics": {},
                "seconds": {"total": 1.5}}
