@@ -106,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
+    folder_flags = [f"--{name.replace('_', '-')}" for name in ("normal_dir", "abnormal_dir", "mask_dir",
+                                                                 "normal_test_dir") if getattr(args, name)]
+    if folder_flags and args.dataset != "folder":
+        raise UserError(f"{folder_flags[0]} is for --dataset folder; pass --dataset folder or drop it")
     if not 0 < args.normal_test_ratio < 1:
         raise UserError(f"--normal-test-ratio {args.normal_test_ratio} must be in (0, 1)")
     if not 0 < args.fpr <= 1:

@@ -29,7 +29,7 @@ def read_split(root: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise UserError(f"VisA split file {path} not found; --dataroot must be the VisA folder holding "
                         f"{SPLIT_FILE} (as distributed)")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet may have saved it with a BOM
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

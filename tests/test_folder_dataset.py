@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 import results
 import train
+import visualizer
 from common import UserError
 from datasets import folder
 from datasets.options import DataOptions
@@ -87,10 +88,13 @@ def test_two_masks_with_one_stem_are_refused(tmp_path):
     (["--normal-dir", "{root}/masks", "--normal-test-ratio", "1"], r"--normal-test-ratio 1.0 must be in \(0, 1\)"),
     (["--normal-dir", "{root}/good", "--category", "a,b"], "one category"),
     (["--normal-dir", "{root}/empty"], "--normal-dir {root}/empty holds no images"),
+    (["--dataset", "mvtecad", "--dataroot", "{root}", "--abnormal-dir", "{root}/bad"],
+     "--abnormal-dir is for --dataset folder"),
 ])
 def test_bad_folders_are_one_line_errors_naming_the_path(tree, tmp_path, flags, message):
     (tree / "empty").mkdir(exist_ok=True)
     argv = ["--dataset", "folder", *[f.format(root=tree) for f in flags], *FAST, "--experiment", str(tmp_path / "e")]
+    # (a later --dataset wins)
     with pytest.raises(UserError, match=message.format(root=tree)):
         train.main(argv)
     assert not (tmp_path / "e").exists()
@@ -132,6 +136,8 @@ def test_cli_without_abnormal_images_fits_calibrates_and_reports_no_metrics(tree
     with open(exp / "results.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["category"] == "widget" and all(row[m] == "" for m in results.METRICS) and row["n_val"] == "5"
+    with pytest.raises(UserError, match="has no test images .*nothing to report"):
+        visualizer.main(["--ckpt", str(exp), "--dataset", "folder", "--category", "widget"])
 
 
 def test_cli_allow_missing_masks_scores_those_images_for_the_image_auroc_only(tmp_path, capsys):

@@ -82,6 +82,13 @@ def test_visa_errors_name_the_expected_path(visa_root, tmp_path):
         moved.with_suffix(".jpg.bak").rename(moved)
 
 
+def test_visa_split_saved_with_a_bom_still_reads(visa_root, tmp_path):
+    (tmp_path / "split_csv").mkdir()
+    text = (visa_root / "split_csv" / "1cls.csv").read_text()
+    (tmp_path / "split_csv" / "1cls.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert visa.categories(tmp_path, OPTS) == ["candle", "pcb1"]
+
+
 def test_visa_end_to_end(visa_root, tmp_path):
     summary, scores = run_train("visa", visa_root, "candle", tmp_path / "exp")
     assert counts(summary, scores) == (10, 1, 3, 2)
