@@ -102,7 +102,7 @@ def csv_row(summary: dict[str, Any], output: str | Path) -> dict[str, str]:
     row["crop"] = "x".join(map(str, summary["crop"])) if summary.get("crop") else ""
     row["seconds"] = f"{summary['seconds']['total']:.2f}"
     row["output"] = str(output)
-    row.update({m: f"{summary['metrics'][m]:.6f}" for m in METRICS})
+    row.update({m: f"{summary['metrics'][m]:.6f}" if m in summary["metrics"] else "" for m in METRICS})
     return {key: "" if value is None else str(value) for key, value in row.items()}
 
 

@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--scale", choices=["half", "full"], default="half", help="KolektorSDD input scale")
     data.add_argument("--startidx", type=int, default=0, help="mSTC: test frames with index %% 5 == startidx")
     data.add_argument("--train-frames", type=int, default=5000, help="mSTC: training frames sampled")
+    data.add_argument("--normal-dir", default=None, help="folder: the defect-free images (required)")
+    data.add_argument("--abnormal-dir", default=None,
+                      help="folder: defective test images (default: none; then fit and calibrate, no metrics)")
+    data.add_argument("--mask-dir", default=None,
+                      help="folder: masks of the abnormal images, named by the image's stem, with or without _mask")
+    data.add_argument("--normal-test-dir", default=None,
+                      help="folder: defect-free test images (default: hold out --normal-test-ratio of --normal-dir)")
+    data.add_argument("--normal-test-ratio", type=float, default=0.2,
+                      help="folder: seeded share of --normal-dir held out for testing, never fitted (default 0.2)")
+    data.add_argument("--allow-missing-masks", action="store_true",
+                      help="folder: abnormal images without a mask count for the image AUROC only")
     data.add_argument("--image-size", type=int, nargs="+", default=None, metavar="S",
                       help="resize to S x S, or H W (default: the dataset's protocol, 256 for MVTec AD)")
     data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
@@ -95,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
+    folder_flags = [f"--{name.replace('_', '-')}" for name in ("normal_dir", "abnormal_dir", "mask_dir",
+                                                                 "normal_test_dir") if getattr(args, name)]
+    if folder_flags and args.dataset != "folder":
+        raise UserError(f"{folder_flags[0]} is for --dataset folder; pass --dataset folder or drop it")
+    if not 0 < args.normal_test_ratio < 1:
+        raise UserError(f"--normal-test-ratio {args.normal_test_ratio} must be in (0, 1)")
     if not 0 < args.fpr <= 1:
         raise UserError(f"--fpr {args.fpr} must be in (0, 1]")
     if not 0 <= args.val_fpr < 1:
@@ -129,7 +146,15 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
 def data_options(args: argparse.Namespace) -> DataOptions:
     return DataOptions(dataset=args.dataset, seed=1111 if args.seed is None else args.seed, fold=args.fold,
                        split_file=Path(args.split_file) if args.split_file else None, scale=args.scale,
-                       startidx=args.startidx, train_frames=args.train_frames)
+                       startidx=args.startidx, train_frames=args.train_frames,
+                       normal_dir=optional_path(args.normal_dir), abnormal_dir=optional_path(args.abnormal_dir),
+                       mask_dir=optional_path(args.mask_dir), normal_test_dir=optional_path(args.normal_test_dir),
+                       normal_test_ratio=args.normal_test_ratio, allow_missing_masks=args.allow_missing_masks,
+                       name=args.category if args.dataset == "folder" and args.category != "all" else None)
+
+
+def optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,6 +173,10 @@ def default_workers(device: torch.device) -> int:
 
 
 def headline(category: str, metrics: dict, metric: str) -> str:
+    if not metrics:
+        return f"{category}: no defective test images: no metrics (model and thresholds written)"
+    if metrics["pixel_auroc"] != metrics["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
+        return f"{category}: DET AUROC {metrics['image_auroc']:.4f} (no masks: no pixel metrics)"
     if metric == "auproc":
         return f"{category}: SEG AUPROC {metrics['aupro']:.4f} (paper protocol {metrics['paper_pro']:.4f})"
     return (f"{category}: SEG AUROC {metrics['pixel_auroc']:.4f} (paper protocol {metrics['paper_roc']:.4f})"
@@ -205,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.distributed.destroy_process_group()
     if rank != 0:
         return 0
-    if len(done) > 1:
-        row, means = results.mean_row(args.dataset, [r.summary for r in done])
+    measured = [r.summary for r in done if r.metrics]
+    if len(measured) > 1:
+        row, means = results.mean_row(args.dataset, measured)
         results.append_rows(options.report, [row])
         print(headline("mean", means, args.metric))
     print(f"results: {options.report}")

@@ -10,8 +10,14 @@ MODULES = {
     "kolektor": "datasets.kolektor",
     "kolektor2": "datasets.kolektor2",
     "mstc": "datasets.stc",
+    "folder": "datasets.folder",
+    "visa": "datasets.visa",
+    "mvtecad2": "datasets.mvtecad2",
+    "btad": "datasets.btad",
+    "mpdd": "datasets.mpdd",
 }
-NEEDS_ROOT = {"mvtecad", "kolektor", "kolektor2", "mstc"}  # synthetic generates into a cache folder
+# synthetic generates into a cache folder; folder takes --normal-dir (relative to --dataroot if given)
+NEEDS_ROOT = {"mvtecad", "kolektor", "kolektor2", "mstc", "visa", "mvtecad2", "btad", "mpdd"}
 
 
 def loader(name: str) -> ModuleType:

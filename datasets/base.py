@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 @dataclass(frozen=True)
 class Sample:
     image: Path
-    mask: Path | None = None  # None: defect-free (all-zero mask)
+    mask: Path | None = None  # None: defect-free (all-zero mask); with label 1: no mask, image metrics only
     label: int = 0  # 1 when the image has a defect
     defect: str = "good"
 
@@ -32,6 +32,7 @@ class Splits:
     image_size: tuple[int, int] = (256, 256)  # (H, W) the dataset's protocol resizes to
     eps: float = 0.01  # the dataset's protocol eps
     notes: list[str] = field(default_factory=list)  # warnings worth printing (skipped duplicates...)
+    val: list[Sample] | None = None  # the dataset's own normal validation images; None: every 10th of train
 
 
 def list_images(folder: Path) -> list[Path]:

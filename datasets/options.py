@@ -18,3 +18,11 @@ class DataOptions:
     scale: str = "half"  # KolektorSDD / KSDD2: half = 704 x 256, full = 1408 x 512
     startidx: int = 0  # mSTC: test frames with index % 5 == startidx
     train_frames: int = 5000  # mSTC: training frames sampled
+    # folder (--dataset folder): paths relative to --dataroot when it is given
+    normal_dir: Path | None = None  # defect-free images (required)
+    abnormal_dir: Path | None = None  # defective images (None: fit and calibrate only, no metrics)
+    mask_dir: Path | None = None  # masks of the abnormal images, matched by stem (with or without _mask)
+    normal_test_dir: Path | None = None  # defect-free test images (None: hold out normal_test_ratio)
+    normal_test_ratio: float = 0.2  # seeded share of normal_dir held out for testing
+    allow_missing_masks: bool = False  # abnormal images without a mask: image-level metrics only
+    name: str | None = None  # the category's name (None: normal_dir's folder name)

@@ -29,7 +29,7 @@ class Scored:
     """What the device produced for one category, waiting for the CPU half."""
     plan: Plan
     staging: Path
-    scores: results.Scores
+    scores: results.Scores | None  # None: no test images
     thresholds: dict[str, float]
     seconds: dict[str, float]
     n_fitted: int
@@ -121,8 +121,9 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     scores = score(model, data.next_segment())
     seconds["score"] = time.perf_counter() - t
     seconds["device_total"] = time.perf_counter() - start
-    scores.defects = np.array([s.defect for s in plan.splits.test])
-    scores.paths = np.array([str(s.image) for s in plan.splits.test])
+    if scores is not None:  # None: no test images (a folder dataset of normal images only)
+        scores.defects = np.array([s.defect for s in plan.splits.test])
+        scores.paths = np.array([str(s.image) for s in plan.splits.test])
     model.thresholds = thresholds
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if keep_stats else None)
 
@@ -154,17 +155,16 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
 
 def finish(options: RunOptions, scored: Scored, model_saved: Future) -> CategoryResult:
     """The CPU half: every metric, scores.npz and metrics.json staged, then the category committed and
-    its CSV row appended. On any error the staging folder goes and the previous results stay."""
-    import metrics as metric_functions  # scipy-heavy; imported once it is needed
-
+    its CSV row appended. On any error the staging folder goes and the previous results stay. Without
+    defective test images, metrics.json's metrics are empty (and so are the CSV row's metric cells)."""
     try:
         summary = summary_of(options, scored)
         s, timings = scored.scores, {}
-        summary["metrics"] = metric_functions.evaluate(s.maps, s.masks, s.image_scores, s.labels,
-                                                       fpr_limit=options.fpr, num_thresholds=options.nsamples,
-                                                       timings=timings)
+        if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
+            summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
         t = time.perf_counter()
-        results.write_scores(scored.staging / results.SCORES_FILE, s)
+        if s is not None:
+            results.write_scores(scored.staging / results.SCORES_FILE, s)
         seconds = summary["seconds"]
         seconds.update({f"metric_{name}": value for name, value in timings.items()})
         seconds["write"] = time.perf_counter() - t
@@ -178,3 +178,21 @@ def finish(options: RunOptions, scored: Scored, model_saved: Future) -> Category
         raise
     results.append_rows(options.report, [results.csv_row(summary, out_dir)])
     return CategoryResult(scored.plan.category, out_dir, summary)
+
+
+def no_mask(plan: Plan) -> np.ndarray:
+    """(N,) bool: the defective test images without a mask (--allow-missing-masks), in test order."""
+    return np.array([s.label == 1 and s.mask is None for s in plan.splits.test], dtype=bool)
+
+
+def evaluate(options: RunOptions, s: results.Scores, unmasked: np.ndarray, timings: dict) -> dict[str, float]:
+    """Every metric; a defective image without a mask counts for the image AUROC only (its all-zero
+    mask would call its defect pixels normal)."""
+    import metrics  # scipy-heavy; imported once it is needed
+
+    keep = ~unmasked if unmasked.any() else slice(None)  # a slice: no copy of the maps in the usual case
+    found = metrics.evaluate(s.maps[keep], s.masks[keep], s.image_scores[keep], s.labels[keep],
+                             fpr_limit=options.fpr, num_thresholds=options.nsamples, timings=timings)
+    if unmasked.any():
+        found["image_auroc"] = metrics.image_auroc(s.image_scores, s.labels)
+    return found

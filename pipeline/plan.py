@@ -34,7 +34,7 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
     splits = loader(options.dataset).load(root, category, data)
     for note in splits.notes:
         print(f"warning: {note}", file=sys.stderr)
-    fit, val = split_validation(splits.train)
+    fit, val = split_validation(splits.train) if splits.val is None else (splits.train, splits.val)
     if not fit:
         raise UserError(f"no training images for {options.dataset}/{category}")
     image_size = options.image_size or splits.image_size

@@ -59,6 +59,9 @@ class Category:
 def load_category(folder: Path, dataset: str, name: str) -> Category:
     """Read and check one category folder; every problem is a UserError naming the file."""
     scores_path, metrics_path = folder / SCORES_FILE, folder / METRICS_FILE
+    if not scores_path.exists() and metrics_path.is_file() and read_metrics(metrics_path).get("n_test") == 0:
+        raise UserError(f"{folder} has no test images (fitted and calibrated only, e.g. --dataset folder without "
+                        "--abnormal-dir): nothing to report")
     for path in (scores_path, metrics_path):
         if not path.is_file():
             raise UserError(f"{path} is missing: {folder} is not a finished train.py category "

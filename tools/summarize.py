@@ -26,7 +26,8 @@ from results import METRICS, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
-                  "mstc": "mSTC", "synthetic": "Synthetic"}
+                  "mstc": "mSTC", "visa": "VisA", "mvtecad2": "MVTec AD 2", "btad": "BTAD", "mpdd": "MPDD",
+                  "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
                "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"]
 
