@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dataset_trees import write_folder
 from sklearn.metrics import roc_auc_score
 
 import results
@@ -16,6 +15,7 @@ import visualizer
 from common import UserError
 from datasets import folder
 from datasets.options import DataOptions
+from tests.helpers.data import write_folder
 
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
         "--batch-size", "4"]
