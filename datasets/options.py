@@ -18,3 +18,5 @@ class DataOptions:
     scale: str = "half"  # KolektorSDD / KSDD2: half = 704 x 256, full = 1408 x 512
     startidx: int = 0  # mSTC: test frames with index % 5 == startidx
     train_frames: int = 5000  # mSTC: training frames sampled
+    protocol: str = "standard"  # image pipeline and splits: standard, or paper (datasets/transforms.py)
+    image_size: tuple[int, int] | None = None  # --image-size; KolektorSDD under paper labels parts at this size
