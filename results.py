@@ -31,8 +31,8 @@ import numpy as np
 from common import UserError, atomic_write, write_json
 
 METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc")
-CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "protocol", "seed",
-               "n_train", "n_val", "n_test", *METRICS, "seconds", "output")
+CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
+               "n_val", "n_test", *METRICS, "seconds", "output", "protocol")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
 MODEL_FILE = "model.pt"

@@ -96,8 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.image_size = size_pair(args.image_size, "--image-size")
     args.crop = size_pair(args.crop, "--crop")
-    args.protocol = args.protocol or default_protocol(args.dataset)
-    check_protocol(args.dataset, args.protocol, args.image_size)
+    if args.protocol is None and args.resume is None:  # with --resume: the model file's
+        args.protocol = default_protocol(args.dataset)
+    if args.protocol is not None:
+        check_protocol(args.dataset, args.protocol, args.image_size)
     if args.dataroot is None and args.dataset in NEEDS_ROOT:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):

@@ -18,5 +18,6 @@ class DataOptions:
     scale: str = "half"  # KolektorSDD / KSDD2: half = 704 x 256, full = 1408 x 512
     startidx: int = 0  # mSTC: test frames with index % 5 == startidx
     train_frames: int = 5000  # mSTC: training frames sampled
-    protocol: str = "standard"  # image pipeline and splits: standard, or paper (datasets/transforms.py)
+    protocol: str | None = "standard"  # image pipeline and splits: standard or paper (datasets/transforms.py);
+    # None (train.py --resume without --protocol): the model file's
     image_size: tuple[int, int] | None = None  # --image-size; KolektorSDD under paper labels parts at this size

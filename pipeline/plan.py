@@ -9,6 +9,7 @@ from common import UserError
 from datasets import loader
 from datasets.base import ImageDataset, Sample, Splits
 from datasets.options import DataOptions
+from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
 from models.distributed import shard
 from pipeline.options import RunOptions
@@ -40,8 +41,9 @@ PAPER_FITS_ALL = ("kolektor", "kolektor2")
 
 def plan_category(options: RunOptions, data: DataOptions, root: Path | None, category: str, out_dir: Path) -> Plan:
     stored = config_from_state(read_model_file(options.resume)) if options.resume is not None else None
-    if stored is not None and data.image_size is None:  # the loader labels KolektorSDD parts at the stored size
-        data = replace(data, image_size=stored.image_size)
+    if stored is not None:  # the loader labels KolektorSDD parts with the stored pipeline and size
+        data = replace(data, protocol=data.protocol or stored.protocol, image_size=data.image_size or stored.image_size)
+        check_protocol(options.dataset, data.protocol, data.image_size)
     splits = loader(options.dataset).load(root, category, data)
     for note in splits.notes:
         print(f"warning: {note}", file=sys.stderr)

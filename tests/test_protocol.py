@@ -256,3 +256,48 @@ def test_stc_images_and_masks_equal_the_authors(stc_root):
         assert torch.equal(item["image"], x)
         expected = test(pretrain(pil_loader(sample.mask)))[0] > 0 if sample.mask else torch.zeros(256, 256) > 0
         assert torch.equal(item["mask"], expected.to(torch.uint8)), sample.mask
+
+
+# ------------------------------------------------------------------------------- train.py, predict.py, --resume
+FAST = ["--weights", "random", "--model", "resnet18", "--k", "8", "--image-size", "48", "--batch-size", "8",
+        "--workers", "0"]
+
+
+def test_train_stores_the_protocol_and_predict_decodes_with_it(mvtec_root, tmp_path):
+    import csv
+
+    import predict
+    import train
+    from models import SemiOrthogonal
+
+    exp = tmp_path / "exp"
+    assert train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(exp), *FAST]) == 0
+    folder = exp / "mvtecad" / "odd"
+    assert json.loads((folder / "metrics.json").read_text())["protocol"] == "paper"
+    assert [r["protocol"] for r in csv.DictReader(open(exp / "results.csv"))] == ["paper"]
+    model = SemiOrthogonal.load(folder / "model.pt")
+    assert model.config.protocol == "paper" and model.meta["dataset"] == "mvtecad"
+
+    image = mvtec_root / "odd" / "test" / "blob" / "001.png"  # 517 x 411 (W x H): landscape
+    (tmp_path / "in").mkdir()
+    Image.open(image).save(tmp_path / "in" / "x.png")
+    predict.main(["--model", str(folder / "model.pt"), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
+    (row,) = csv.DictReader(open(tmp_path / "o" / "predictions.csv"))
+    paper = ImageDataset([mvtec.Sample(image)], (48, 48), protocol="paper", dataset="mvtecad")[0]["image"]
+    standard = ImageDataset([mvtec.Sample(image)], (48, 48))[0]["image"]
+    score = float(model.predict(paper[None])[1][0])
+    assert float(row["image_score"]) == pytest.approx(score, abs=1e-5)
+    assert abs(float(model.predict(standard[None])[1][0]) - score) > 1e-3  # the other pipeline scores otherwise
+    heat = np.asarray(Image.open(tmp_path / "o" / "x_heatmap.png"))
+    assert heat.shape[:2] == (411, 517)
+    mapped = predict.to_original_size(np.ones((48, 48), np.float32), model, (411, 517))
+    assert not mapped[:, :53].any() and not mapped[:, 53 + 411:].any()  # only the centre square was seen
+    assert (mapped[:, 54:53 + 410] > 0.99).all()
+
+    # --resume keeps the file's pipeline; another one is refused
+    train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(tmp_path / "r"),
+                "--resume", str(folder / "model.pt"), "--weights", "random", "--workers", "0"])
+    assert json.loads((tmp_path / "r" / "mvtecad" / "odd" / "metrics.json").read_text())["protocol"] == "paper"
+    with pytest.raises(UserError, match="fitted with --protocol paper, not standard"):
+        train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(tmp_path / "s"),
+                    "--resume", str(folder / "model.pt"), "--protocol", "standard", "--workers", "0"])
