@@ -116,7 +116,8 @@ def bad_tree(tmp_path: Path) -> Path:
 def test_bad_input_is_one_line_exit_2(tmp_path, case, args, message):
     root = bad_tree(tmp_path)
     base = [] if case in ("no dataroot", "missing dataroot") else ["--dataroot", str(root)]
-    result = run_cli(*base, *BASE, "--image-size", "64", "--experiment", str(tmp_path / "exp"), *(args or ["--k", "10"]))
+    result = run_cli(*base, *BASE, "--image-size", "64", "--experiment", str(tmp_path / "exp"),
+                     *(args or ["--k", "10"]))
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "exp").exists()
