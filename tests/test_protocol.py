@@ -1,6 +1,7 @@
 """--protocol paper: the decoded images and masks, the validation images and the mSTC frames equal a literal
 reimplementation of the authors' data pipeline (torchvision transforms on PIL images, ImageFolder order,
 Python's random with their string seed), on generated trees with non-square images and thin defects."""
+import csv
 import json
 import pickle
 import random
@@ -14,11 +15,14 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import pil_loader
 
+import predict
+import train
 from common import UserError
 from datasets import kolektor, kolektor2, mvtec, stc
 from datasets.base import ImageDataset
 from datasets.options import DataOptions
 from datasets.transforms import check_protocol
+from models import SemiOrthogonal
 from pipeline.options import RunOptions
 from pipeline.plan import plan_category, split_validation
 
@@ -56,8 +60,8 @@ def mvtec_root(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     folder = root / "odd"
     names = [f"{i:03d}.png" for i in range(21)] + ["B.png", "a.png"]  # ImageFolder sorts names as text
+    (folder / "train" / "good").mkdir(parents=True)
     for i, name in enumerate(names):
-        (folder / "train" / "good").mkdir(parents=True, exist_ok=True)
         size = (211, 300) if i % 2 else (300, 211)  # (H, W) portrait and landscape
         noise_image(rng, *size).save(folder / "train" / "good" / name)
     (folder / "test" / "good").mkdir(parents=True)
@@ -264,12 +268,6 @@ FAST = ["--weights", "random", "--model", "resnet18", "--k", "8", "--image-size"
 
 
 def test_train_stores_the_protocol_and_predict_decodes_with_it(mvtec_root, tmp_path):
-    import csv
-
-    import predict
-    import train
-    from models import SemiOrthogonal
-
     exp = tmp_path / "exp"
     assert train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(exp), *FAST]) == 0
     folder = exp / "mvtecad" / "odd"
