@@ -30,6 +30,7 @@ from PIL import Image
 
 from common import UserError, atomic_write, one_line, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
+from datasets.transforms import PAPER_DATASETS, covered_box
 from models import SemiOrthogonal
 
 
@@ -75,13 +76,17 @@ class PredictDataset(ImageDataset):
 
 
 def to_original_size(score_map: np.ndarray, model: SemiOrthogonal, size: tuple[int, int]) -> np.ndarray:
-    """Maps an input-size score map back onto the original (H, W); outside a centre crop scores are 0."""
+    """Maps an input-size score map back onto the original (H, W); outside a centre crop (and, under the
+    paper's MVTec AD pipeline, outside the centre square of a non-square image) scores are 0."""
     config = model.config
     top, left, h, w = center_crop_box(config.image_size, config.crop)
     full = np.zeros(config.image_size, dtype=np.float32)
     full[top:top + h, left:left + w] = score_map
-    resized = F.interpolate(torch.from_numpy(full)[None, None], size=size, mode="bilinear", align_corners=False)
-    return resized[0, 0].numpy()
+    top, left, h, w = covered_box(model.meta.get("dataset", ""), config.protocol, size)
+    resized = F.interpolate(torch.from_numpy(full)[None, None], size=(h, w), mode="bilinear", align_corners=False)
+    original = np.zeros(size, dtype=np.float32)
+    original[top:top + h, left:left + w] = resized[0, 0].numpy()
+    return original
 
 
 def colour(score_map: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -156,10 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     if pixel_threshold is None or image_threshold is None:
         raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
                         "pass --threshold and --image-threshold")
+    dataset_name = model.meta.get("dataset", "")
+    if model.config.protocol == "paper" and dataset_name not in PAPER_DATASETS:
+        raise UserError(f"{args.model} was fitted with --protocol paper but names no paper dataset "
+                        f"({dataset_name or 'none'}); refit it with train.py")
     paths = find_images(args.input)
     names = output_names(paths, args.input)
     check_outputs(out, names, args.overwrite)  # before any image is decoded or any file written
-    dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop)
+    dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
+                             model.config.protocol, dataset_name)  # the pipeline the model was fitted with
     data = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     # the colour scale puts the pixel threshold in the middle, anchored at the normal median
     low = model.thresholds.get("val_pixel_median", 0.0)

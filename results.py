@@ -32,7 +32,7 @@ from common import UserError, atomic_write, write_json
 
 METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc")
 CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
-               "n_val", "n_test", *METRICS, "seconds", "output")
+               "n_val", "n_test", *METRICS, "seconds", "output", "protocol")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
 MODEL_FILE = "model.pt"
@@ -111,7 +111,8 @@ def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, s
     means = {m: float(np.mean([s["metrics"][m] for s in summaries])) for m in METRICS}
     first = summaries[0]
     row = {"dataset": dataset, "category": "mean", "model": first["model"], "approx": first["approx"],
-           "k": first["k"], "seed": first["seed"], **{m: f"{v:.6f}" for m, v in means.items()}}
+           "k": first["k"], "seed": first["seed"], "protocol": first.get("protocol", ""),
+           **{m: f"{v:.6f}" for m, v in means.items()}}
     return {key: str(row.get(key, "")) for key in CSV_COLUMNS}, means
 
 

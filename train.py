@@ -19,6 +19,7 @@ from common import UserError, run_cli
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import SegmentedLoader
 from datasets.options import DataOptions
+from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
 from models.distributed import init_from_environment
 from pipeline import outputs
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="resize to S x S, or H W (default: the dataset's protocol, 256 for MVTec AD)")
     data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
                       help="centre crop after resizing, e.g. 224 for PaDiM's geometry (default: none)")
+    data.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                      help="paper: the authors' transforms and splits, to compare with the paper's tables (default "
+                           "for mvtecad, kolektor, kolektor2, mstc); standard: one resize, nearest-neighbour masks "
+                           "(default otherwise); see README")
     model = p.add_argument_group("model")
     model.add_argument("--model", "--arch", dest="model", default=None, choices=list(BACKBONES),
                        help="backbone (default wide_resnet50_2, or the --resume file's)")
@@ -102,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.image_size = size_pair(args.image_size, "--image-size")
     args.crop = size_pair(args.crop, "--crop")
+    if args.protocol is None and args.resume is None:  # with --resume: the model file's
+        args.protocol = default_protocol(args.dataset)
+    if args.protocol is not None:
+        check_protocol(args.dataset, args.protocol, args.image_size)
     if args.dataroot is None and args.dataset in NEEDS_ROOT:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
@@ -146,7 +155,8 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
 def data_options(args: argparse.Namespace) -> DataOptions:
     return DataOptions(dataset=args.dataset, seed=1111 if args.seed is None else args.seed, fold=args.fold,
                        split_file=Path(args.split_file) if args.split_file else None, scale=args.scale,
-                       startidx=args.startidx, train_frames=args.train_frames,
+                       startidx=args.startidx, train_frames=args.train_frames, protocol=args.protocol,
+                       image_size=args.image_size,
                        normal_dir=optional_path(args.normal_dir), abnormal_dir=optional_path(args.abnormal_dir),
                        mask_dir=optional_path(args.mask_dir), normal_test_dir=optional_path(args.normal_test_dir),
                        normal_test_ratio=args.normal_test_ratio, allow_missing_masks=args.allow_missing_masks,

@@ -39,18 +39,18 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_image(path: Path) -> Image.Image:
-    """RGB image; grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError.
+def read_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """RGB image (or `mode`); grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError.
 
     16-bit images keep their high byte (value >> 8), for grayscale as Pillow already does for 48-bit
     RGB, so a 16-bit file decodes like its 8-bit version however many channels it has.
     """
-    return _read(path, "RGB", "image")
+    return _read(path, mode, "image")
 
 
-def read_mask(path: Path) -> Image.Image:
-    """Grayscale mask; any non-zero pixel marks a defect, also in a 16-bit mask."""
-    return _read(path, "L", "mask")
+def read_mask(path: Path, mode: str = "L") -> Image.Image:
+    """Grayscale mask (or `mode`); any non-zero pixel marks a defect, also in a 16-bit mask."""
+    return _read(path, mode, "mask")
 
 
 def _read(path: Path, mode: str, what: str) -> Image.Image:
@@ -88,15 +88,18 @@ def center_crop_box(size: tuple[int, int], crop: tuple[int, int] | None) -> tupl
 class ImageDataset(torch.utils.data.Dataset):
     """Decodes samples to ImageNet-normalised (3, H, W) float tensors and binary (H, W) uint8 masks.
 
-    Images are resized to `image_size` (H, W) with bilinear filtering, masks with nearest neighbour,
-    then both are centre-cropped to `crop` when given.
+    protocol "standard": images are resized to `image_size` (H, W) with bilinear filtering, masks with
+    nearest neighbour; "paper": `dataset`'s pipeline in the authors' code (datasets/transforms.py). Then
+    both are centre-cropped to `crop` when given.
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int],
-                 crop: tuple[int, int] | None = None):
+                 crop: tuple[int, int] | None = None, protocol: str = "standard", dataset: str = ""):
         self.samples = list(samples)
         self.image_size = image_size
         self.crop = crop
+        self.protocol = protocol
+        self.dataset = dataset
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
@@ -111,8 +114,21 @@ class ImageDataset(torch.utils.data.Dataset):
         top, left, h, w = center_crop_box(self.image_size, self.crop)
         return array[top:top + h, left:left + w]
 
+    @property
+    def pipeline(self) -> str:
+        """What decodes the images besides size and crop: "standard", or "paper-<dataset>"."""
+        return "standard" if self.protocol == "standard" else f"paper-{self.dataset}"
+
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
+        if self.protocol == "paper":
+            from datasets.transforms import paper_decode  # imports this module
+
+            image, mask = paper_decode(sample, self.dataset, self.image_size)
+            top, left, ch, cw = center_crop_box(self.image_size, self.crop)
+            return {"image": image[:, top:top + ch, left:left + cw].contiguous(),
+                    "mask": torch.from_numpy(np.ascontiguousarray(mask[top:top + ch, left:left + cw])),
+                    "label": sample.label, "index": index}
         h, w = self.image_size
         original = read_image(sample.image)
         image = original.resize((w, h), Image.BILINEAR)

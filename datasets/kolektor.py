@@ -13,7 +13,9 @@ tuples, dicts and strings), never with `pickle.load`. A part is defective when i
 non-zero pixel (an all-zero bitmap = defect-free). Unsupervised protocol: train on the defect-free
 parts of the fold's train folders, test on every part of the fold's test folders. Categories are
 `fold0`, `fold1`, `fold2` (`--fold N` keeps one; `--category all` = the three). Images are resized to
-704 x 256 (H x W, `--scale half`, the paper) or 1408 x 512 (`--scale full`).
+704 x 256 (H x W, `--scale half`, the paper) or 1408 x 512 (`--scale full`). Under `--protocol paper` a
+part is defective when its label survives the authors' mask transform at that size
+(datasets/transforms.py), as in their code: that decides both the training set and the test labels.
 """
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ def categories(root: Path, options: DataOptions) -> list[str]:
     return [f"fold{f}" for f in FOLDS]
 
 
-def kos_parts(root: Path, folder: str) -> list[Sample]:
+def kos_parts(root: Path, folder: str, paper_size: tuple[int, int] | None = None) -> list[Sample]:
     """Every part of one kos folder, in part order, labelled by reading its label bitmap."""
     path = Path(root) / folder
     if not path.is_dir():
@@ -120,14 +122,29 @@ def kos_parts(root: Path, folder: str) -> list[Sample]:
     parts = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := PART_RE.match(p.name)))
     if not parts:
         raise UserError(f"KolektorSDD folder {path} holds no PartN.jpg images; re-extract the dataset")
-    return [labelled(image, image.with_name(f"{image.stem}_label.bmp"), "KolektorSDD label") for _, image in parts]
+    return [labelled(image, image.with_name(f"{image.stem}_label.bmp"), "KolektorSDD label", paper_size)
+            for _, image in parts]
 
 
-def labelled(image: Path, mask: Path, what: str) -> Sample:
-    """A sample whose label comes from its mask: an all-zero mask means defect-free."""
+def paper_size_of(options: DataOptions) -> tuple[int, int] | None:
+    """The decoding size when parts are labelled by the authors' mask transform (--protocol paper), else None."""
+    if getattr(options, "protocol", "standard") != "paper":
+        return None
+    return getattr(options, "image_size", None) or image_size(options)
+
+
+def labelled(image: Path, mask: Path, what: str, paper_size: tuple[int, int] | None = None) -> Sample:
+    """A sample whose label comes from its mask: an all-zero mask means defect-free (with `paper_size`: the
+    mask after the authors' transform to that size)."""
     if not mask.is_file():
         raise UserError(f"{what} {mask} not found; re-extract the dataset")
-    if has_defect(mask):
+    if paper_size is None:
+        defect = has_defect(mask)
+    else:
+        from datasets.transforms import paper_mask
+
+        defect = bool(paper_mask(mask, "kolektor", paper_size).any())
+    if defect:
         return Sample(image=image, mask=mask, label=1, defect="defect")
     return Sample(image=image, mask=None, label=0, defect="good")
 
@@ -142,12 +159,13 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
     overlap = sorted(set(train_folders) & set(test_folders))
     if overlap:
         notes.append(f"KolektorSDD fold {fold}: folders in both train and test splits: {', '.join(overlap)}")
+    paper = paper_size_of(options)
     train = []
     for folder in train_folders:
-        for sample in kos_parts(root, folder):
+        for sample in kos_parts(root, folder, paper):
             if sample.label == 0:
                 train.append(sample)
-    test = [s for folder in test_folders for s in kos_parts(root, folder)]
+    test = [s for folder in test_folders for s in kos_parts(root, folder, paper)]
     if not train:
         raise UserError(f"KolektorSDD fold {fold}: no defect-free training images in {root}; check the "
                         "dataset and split file")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from common import UserError
 from datasets.base import Sample, Splits
-from datasets.kolektor import image_size, labelled
+from datasets.kolektor import image_size, labelled, paper_size_of
 from datasets.options import DataOptions
 
 KSDD2_RE = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 
 
-def ksdd2_split(root: Path, split: str, notes: list[str]) -> list[Sample]:
+def ksdd2_split(root: Path, split: str, notes: list[str], paper_size: tuple[int, int] | None = None) -> list[Sample]:
     folder = Path(root) / split
     if not folder.is_dir():
         raise UserError(f"KolektorSDD2 folder {folder} not found; --dataroot must hold train/ and test/")
@@ -38,7 +38,7 @@ def ksdd2_split(root: Path, split: str, notes: list[str]) -> list[Sample]:
         notes.append(f"KolektorSDD2 {split}/: skipped known duplicate files {', '.join(sorted(copies))}")
     if not images:
         raise UserError(f"KolektorSDD2 folder {folder} holds no NNNNN.png images; re-extract the dataset")
-    return [labelled(image, image.with_name(f"{image.stem}_GT.png"), "KolektorSDD2 mask")
+    return [labelled(image, image.with_name(f"{image.stem}_GT.png"), "KolektorSDD2 mask", paper_size)
             for _, image in sorted(images)]
 
 
@@ -50,8 +50,9 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
     if category not in ("ksdd2", "all"):
         raise UserError(f"KolektorSDD2 has one category, ksdd2, not {category!r}; use --category ksdd2")
     notes: list[str] = []
-    train_all = ksdd2_split(root, "train", notes)
-    test = ksdd2_split(root, "test", notes)
+    paper = paper_size_of(options)  # --protocol paper: labelled by the authors' mask transform
+    train_all = ksdd2_split(root, "train", notes, paper)
+    test = ksdd2_split(root, "test", notes, paper)
     train = [s for s in train_all if s.label == 0]
     if not train:
         raise UserError(f"KolektorSDD2: no defect-free training images in {Path(root) / 'train'}")

@@ -18,6 +18,9 @@ class DataOptions:
     scale: str = "half"  # KolektorSDD / KSDD2: half = 704 x 256, full = 1408 x 512
     startidx: int = 0  # mSTC: test frames with index % 5 == startidx
     train_frames: int = 5000  # mSTC: training frames sampled
+    protocol: str | None = "standard"  # image pipeline and splits: standard or paper (datasets/transforms.py);
+    # None (train.py --resume without --protocol): the model file's
+    image_size: tuple[int, int] | None = None  # --image-size; KolektorSDD under paper labels parts at this size
     # folder (--dataset folder): paths relative to --dataroot when it is given
     normal_dir: Path | None = None  # defect-free images (required)
     abnormal_dir: Path | None = None  # defective images (None: fit and calibrate only, no metrics)

@@ -14,11 +14,15 @@ Frame numbers are parsed as integers (any zero padding); hidden folders (the too
 Protocol (the paper): one model for all scenes, one category `mstc`. Training: all training frames
 listed in order (video name, frame number), then `args.train_frames` (5,000) of them drawn without
 replacement by `numpy.random.default_rng(args.seed).choice`, kept in listing order (train.py holds out
-10% of them for validation). Test: every 5th frame of every test clip, `frame_number % 5 ==
-args.startidx` (0..4); label 1 when its pixel mask has any positive pixel. 256 x 256, eps 0.3.
+10% of them for validation). Under `--protocol paper` the authors' draw instead: frames in ImageFolder order
+(video name, then file name as text: 0, 1, 10, 100, ...), Python's `random.seed(str(seed))` (their seed is
+the command-line string '1111'), `random.sample(frames, 5000)`, kept in the order drawn.
+Test: every 5th frame of every test clip, `frame_number % 5 == args.startidx` (0..4); label 1 when its
+pixel mask has any positive pixel. 256 x 256, eps 0.3.
 """
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -84,19 +88,25 @@ def load(root: Path, category: str, args) -> Splits:
     notes: list[str] = []
 
     # training frames, listed in a fixed order, then a seeded draw without replacement
+    paper = getattr(args, "protocol", "standard") == "paper"
     listing: list[Path] = []
     for video in clip_folders(root / "train"):
-        listing.extend(path for _, path in sorted(numbered_frames(video).items()))
+        if paper:  # torchvision's ImageFolder order: file names sorted as text
+            listing.extend(sorted(numbered_frames(video).values(), key=lambda p: p.name))
+        else:
+            listing.extend(path for _, path in sorted(numbered_frames(video).items()))
     if not listing:
         raise UserError(f"no training frames under {root / 'train'}; rerun tools/stc_preprocess.sh")
-    if n_frames >= len(listing):
-        if n_frames > len(listing):
-            notes.append(f"mSTC: only {len(listing)} training frames, fewer than --train-frames {n_frames}; "
-                         "using all of them")
-        chosen = np.arange(len(listing))
+    if n_frames > len(listing):
+        notes.append(f"mSTC: only {len(listing)} training frames, fewer than --train-frames {n_frames}; "
+                     "using all of them")
+    if paper:  # the authors' draw, kept in the order drawn (train.py's validation is index % 10 == 0)
+        train = [Sample(p) for p in random.Random(str(seed)).sample(listing, min(n_frames, len(listing)))]
+    elif n_frames >= len(listing):
+        train = [Sample(p) for p in listing]
     else:
         chosen = np.sort(np.random.default_rng(seed).choice(len(listing), size=n_frames, replace=False))
-    train = [Sample(listing[i]) for i in chosen]
+        train = [Sample(listing[i]) for i in chosen]
 
     # test frames: every 5th frame of every clip, labelled by its pixel mask
     test: list[Sample] = []

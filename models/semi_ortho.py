@@ -32,6 +32,7 @@ class Config:
     unbiased: bool = False
     sigma: float = 4.0
     backbone_dtype: str = "float32"  # or "bfloat16": the backbone alone runs in it; W, statistics stay float32
+    protocol: str = "standard"  # image pipeline (datasets/transforms.py); files older than it were standard
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -146,6 +146,7 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "k": config.k, "eps": config.eps, "image_size": list(config.image_size),
         "crop": list(config.crop) if config.crop else None, "seed": config.seed,
         "backbone_dtype": config.backbone_dtype, "weights": options.weights, "unbiased": config.unbiased,
+        "protocol": config.protocol,
         "fpr_limit": options.fpr, "num_thresholds": options.nsamples, "n_train": len(plan.fit),
         "n_val": len(plan.val), "n_test": len(plan.splits.test), "metrics": {}, "seconds": scored.seconds,
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,

@@ -9,6 +9,7 @@ from common import UserError
 from datasets import loader
 from datasets.base import ImageDataset, Sample, Splits
 from datasets.options import DataOptions
+from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
 from models.distributed import shard
 from pipeline.options import RunOptions
@@ -23,18 +24,35 @@ class Plan:
     fit: list[Sample]
     val: list[Sample]
     config: Config
+    dataset: str = ""  # whose paper pipeline decodes the images under --protocol paper
 
 
-def split_validation(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
-    """Every 10th training image is held out as (normal) validation, as the paper does."""
-    return ([s for i, s in enumerate(train) if i % 10 != 9], [s for i, s in enumerate(train) if i % 10 == 9])
+def split_validation(train: list[Sample], protocol: str = "standard") -> tuple[list[Sample], list[Sample]]:
+    """Every 10th training image is held out as (normal) validation: index % 10 == 9, or, under --protocol
+    paper, index % 10 == 0 as the authors' code does."""
+    held = 0 if protocol == "paper" else 9
+    return ([s for i, s in enumerate(train) if i % 10 != held], [s for i, s in enumerate(train) if i % 10 == held])
+
+
+# The authors fit every defect-free KolektorSDD / KSDD2 training part (they hold none out): under paper the
+# validation images, which only calibrate the stored thresholds, are fitted too.
+PAPER_FITS_ALL = ("kolektor", "kolektor2")
 
 
 def plan_category(options: RunOptions, data: DataOptions, root: Path | None, category: str, out_dir: Path) -> Plan:
+    stored = config_from_state(read_model_file(options.resume)) if options.resume is not None else None
+    if stored is not None:  # the loader labels KolektorSDD parts with the stored pipeline and size
+        data = replace(data, protocol=data.protocol or stored.protocol, image_size=data.image_size or stored.image_size)
+        check_protocol(options.dataset, data.protocol, data.image_size)
     splits = loader(options.dataset).load(root, category, data)
     for note in splits.notes:
         print(f"warning: {note}", file=sys.stderr)
-    fit, val = split_validation(splits.train) if splits.val is None else (splits.train, splits.val)
+    if splits.val is not None:  # the dataset has its own validation images (MVTec AD 2)
+        fit, val = splits.train, splits.val
+    else:
+        fit, val = split_validation(splits.train, data.protocol)
+        if data.protocol == "paper" and options.dataset in PAPER_FITS_ALL:
+            fit = list(splits.train)
     if not fit:
         raise UserError(f"no training images for {options.dataset}/{category}")
     image_size = options.image_size or splits.image_size
@@ -42,19 +60,20 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
     if options.resume is None:
         config = Config(backbone=options.backbone, k=options.k, approx=options.approx, seed=options.seed,
                         image_size=image_size, crop=options.crop, eps=eps, unbiased=options.unbiased,
-                        backbone_dtype=options.backbone_dtype)
+                        backbone_dtype=options.backbone_dtype, protocol=data.protocol)
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
-        return Plan(category, out_dir, splits, fit, val, config)
-    stored = config_from_state(read_model_file(options.resume))
-    check_resume(options, stored)
+        return Plan(category, out_dir, splits, fit, val, config, options.dataset)
+    check_resume(options, stored, data.protocol)
     # eps and n versus n - 1 are not part of the sums: they may change
-    return Plan(category, out_dir, splits, fit, val, replace(stored, eps=eps, unbiased=options.unbiased))
+    return Plan(category, out_dir, splits, fit, val, replace(stored, eps=eps, unbiased=options.unbiased),
+                options.dataset)
 
 
-def check_resume(options: RunOptions, stored: Config) -> None:
+def check_resume(options: RunOptions, stored: Config, protocol: str | None = None) -> None:
     """Refuses flags that differ from what the --resume file's sums were fitted with."""
-    requested = {"--model": (options.backbone, stored.backbone), "--k": (options.k, stored.k),
+    requested = {"--protocol": (protocol, stored.protocol),
+                 "--model": (options.backbone, stored.backbone), "--k": (options.k, stored.k),
                  "--approx": (options.approx, stored.approx), "--seed": (options.seed, stored.seed),
                  "--image-size": (options.image_size, stored.image_size), "--crop": (options.crop, stored.crop),
                  "--backbone-dtype": (options.backbone_dtype, stored.backbone_dtype)}
@@ -67,4 +86,5 @@ def check_resume(options: RunOptions, stored: Config) -> None:
 def segments_of(plan: Plan, rank: int, world: int) -> list[ImageDataset]:
     """What this rank decodes for a category: its shard of the fit images; rank 0 also validation and test."""
     parts = [shard(plan.fit, rank, world)] + ([plan.val, plan.splits.test] if rank == 0 else [])
-    return [ImageDataset(part, plan.config.image_size, plan.config.crop) for part in parts]
+    return [ImageDataset(part, plan.config.image_size, plan.config.crop, plan.config.protocol, plan.dataset)
+            for part in parts]

@@ -14,7 +14,7 @@ from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "12", "--image-size", "64", "--batch-size", "4",
-        "--workers", "0", "--device", "cpu"]
+        "--workers", "0", "--device", "cpu", "--protocol", "standard"]
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:

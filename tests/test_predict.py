@@ -20,7 +20,7 @@ from tests.helpers.data import write_bomb, write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--batch-size", "8",
-        "--workers", "0"]
+        "--workers", "0", "--protocol", "standard"]  # the paper pipeline's predict: tests/test_protocol.py
 
 
 @pytest.mark.parametrize("fpr", [0.0, 0.01, 0.1, 0.25])

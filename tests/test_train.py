@@ -44,7 +44,9 @@ def test_fit_and_evaluate_one_category(mvtec_root, tmp_path, capsys):
     folder = exp / "mvtecad" / "toy"
     summary = json.loads((folder / "metrics.json").read_text())
     assert set(summary["metrics"]) == set(results.METRICS)
-    assert summary["n_train"] == 11 and summary["n_val"] == 1 and summary["n_test"] == 7
+    # the paper's pipeline by default for MVTec AD: validation images 000 and 010 (index % 10 == 0)
+    assert summary["n_train"] == 10 and summary["n_val"] == 2 and summary["n_test"] == 7
+    assert summary["protocol"] == "paper"
     assert summary["metrics"]["pixel_auroc"] > 0.8  # inverted 14 px squares are not subtle
     scores = np.load(folder / "scores.npz")
     assert scores["maps"].shape == (7, 64, 64) and scores["maps"].dtype == np.float16
@@ -57,10 +59,12 @@ def test_fit_and_evaluate_one_category(mvtec_root, tmp_path, capsys):
     assert summary["metrics"]["pixel_auroc"] == pytest.approx(
         roc_auc_score(scores["masks"].ravel(), scores["maps"].astype(np.float64).ravel()), abs=2e-3)
     state = torch.load(folder / "model.pt", weights_only=True)
-    assert state["config"]["backbone"] == "resnet18" and state["stats"]["n"] == 11
+    assert state["config"]["backbone"] == "resnet18" and state["stats"]["n"] == 10
+    assert state["config"]["protocol"] == "paper"  # predict.py decodes new images the same way
     assert state["meta"] == {"dataset": "mvtecad", "category": "toy"}  # what merge_stats compares
     rows = list(csv.DictReader(open(exp / "results.csv")))
-    assert len(rows) == 1 and rows[0]["category"] == "toy" and float(rows[0]["aupro"]) == pytest.approx(
+    assert len(rows) == 1 and rows[0]["category"] == "toy" and rows[0]["protocol"] == "paper"
+    assert float(rows[0]["aupro"]) == pytest.approx(
         summary["metrics"]["aupro"], abs=1e-6)
 
     with pytest.raises(UserError, match="already holds results"):  # never overwrite silently
@@ -76,9 +80,10 @@ def test_fit_and_evaluate_one_category(mvtec_root, tmp_path, capsys):
 def test_all_categories_nonsquare_and_crop(mvtec_root, tmp_path):
     exp = tmp_path / "exp"
     train.main(["--dataroot", str(mvtec_root), "--experiment", str(exp), *BASE, "--k", "10",
-                "--image-size", "64", "96", "--batch-size", "3"])
+                "--image-size", "64", "96", "--batch-size", "3", "--protocol", "standard"])
     rows = list(csv.DictReader(open(exp / "results.csv")))
     assert [r["category"] for r in rows] == ["gray", "toy", "mean"]
+    assert [r["protocol"] for r in rows] == ["standard"] * 3
     assert float(rows[2]["aupro"]) == pytest.approx((float(rows[0]["aupro"]) + float(rows[1]["aupro"])) / 2, abs=1e-6)
     assert np.load(exp / "mvtecad" / "gray" / "scores.npz")["maps"].shape == (7, 64, 96)
     train.main(["--dataroot", str(mvtec_root), "--category", "toy", "--experiment", str(tmp_path / "crop"),
@@ -102,6 +107,7 @@ def bad_tree(tmp_path: Path) -> Path:
     ("missing dataroot", ["--dataroot", "/nonexistent/MVTec"], "is not a folder"),
     ("unknown category", ["--category", "carpet"], "found: toy"),
     ("k larger than F", ["--k", "5000"], "--k 5000 must be between 1 and F = 448"),
+    ("paper, non-square", ["--k", "10", "--image-size", "64", "96"], "pass one size or --protocol standard"),
     ("no thresholds", ["--k", "10", "--nsamples", "0"], "--nsamples 0 must be at least 1"),
     ("zero eps", ["--k", "10", "--eps", "0"], "--eps 0.0 must be positive"),
     ("report is a folder", ["--k", "10", "--report", "/tmp"], "--report /tmp is a folder"),

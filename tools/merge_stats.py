@@ -19,7 +19,7 @@ from common import UserError, atomic_write, run_cli
 from models import Config, RunningStats, read_model_file
 
 # W is drawn from (k, approx, seed); the statistics are of features computed at backbone_dtype
-MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop")
+MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop", "protocol")
 DEFAULTS = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(Config()).items()}
 
 

@@ -24,7 +24,7 @@ import _root  # noqa: F401
 from common import UserError, atomic_write, run_cli
 from results import METRICS, read_rows
 
-CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed"]
+CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "protocol"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
                   "mstc": "mSTC", "visa": "VisA", "mvtecad2": "MVTec AD 2", "btad": "BTAD", "mpdd": "MPDD",
                   "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
@@ -78,7 +78,8 @@ def config_label(config: tuple) -> str:
     title = DATASET_TITLES.get(c["dataset"], c["dataset"])
     parts = [p for p in (c["model"], c["approx"], f"k={c['k']}" if c["k"] else "",
                          f"eps={c['eps']}" if c["eps"] else "", c["image_size"],
-                         f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "") if p]
+                         f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "",
+                         f"{c['protocol']} protocol" if c["protocol"] else "") if p]
     return f"{title}: {', '.join(parts)}"
 
 
@@ -114,14 +115,14 @@ def kolektor_tables(groups: dict[tuple, dict[str, dict]], metrics: list[str]) ->
     """The seed's KolektorSDD table: one row per model configuration, per metric."""
     def model_key(config):
         c = dict(zip(CONFIG, config))
-        return c["model"], c["approx"], c["k"], c["seed"], c["image_size"]
+        return c["model"], c["approx"], c["k"], c["seed"], c["image_size"], c["protocol"]
 
     ksdd = {model_key(c): rows for c, rows in groups.items() if c[0] == "kolektor"}
     ksdd2: dict[tuple, dict[str, dict]] = {}
     for c, rows in groups.items():  # KolektorSDD2 of the same model; the same image size preferred
         if c[0] == "kolektor2":
             ksdd2[model_key(c)] = rows
-            ksdd2.setdefault(model_key(c)[:4], rows)
+            ksdd2.setdefault(model_key(c)[:4] + model_key(c)[5:], rows)
     if not ksdd:
         return []
     lines = []
@@ -134,10 +135,11 @@ def kolektor_tables(groups: dict[tuple, dict[str, dict]], metrics: list[str]) ->
             folds = [number(rows[f"fold{f}"].get(m)) if f"fold{f}" in rows else None for f in range(3)]
             present = [v for v in folds if v is not None]
             avg = fmt(mean(present)) + (f" ({fmt(std(present))})" if std(present) is not None else "")
-            second = ksdd2.get(key) or ksdd2.get(key[:4], {})
+            second = ksdd2.get(key) or ksdd2.get(key[:4] + key[5:], {})
             k2 = mean([v for r in second.values() if (v := number(r.get(m))) is not None])
-            model, approx, k, seed, size = key
+            model, approx, k, seed, size, protocol = key
             label = f"{model} {approx} k={k}" + (f" {size}" if size else "") + (f" seed {seed}" if seed else "")
+            label += f" {protocol}" if protocol else ""
             lines.append(f"| {label} | " + " | ".join(fmt(v) for v in folds) + f" | {avg} | {fmt(k2)} |")
         lines.append("")
     return lines
