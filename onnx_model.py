@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,11 @@ INSTALL = "pip install onnx onnxruntime onnxscript"
 
 def metadata(model) -> dict[str, str]:
     """The ONNX metadata_props of an exported SemiOrthogonal model."""
-    config = model.config
+    # every Config field, as model.pt stores them: fields added later travel without a change here
+    config = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()}
     return {
         "format": FORMAT,
-        "config": json.dumps({"backbone": config.backbone, "k": config.k, "approx": config.approx,
-                              "seed": config.seed, "image_size": list(config.image_size),
-                              "crop": list(config.crop) if config.crop else None, "eps": config.eps,
-                              "unbiased": config.unbiased, "sigma": config.sigma,
-                              "backbone_dtype": config.backbone_dtype}),
+        "config": json.dumps(config),
         "thresholds": json.dumps(dict(model.thresholds)),  # {} when fitted without validation images
         "meta": json.dumps(dict(model.meta)),
         "normalisation": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "range": [0, 1],
@@ -59,8 +57,10 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
         raise UserError(f"--out {out}: name the file *.onnx")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name such as model.onnx")
-    model = SemiOrthogonal.load(model_path)
+    model = SemiOrthogonal.load(model_path, finalize=False)
+    model.finalize(keep_stats=False)  # L takes the sums' memory (1.5 GB each for WRN-50-2, k = 300)
     graph = ScoringGraph(model).eval()
+    model.chol = None  # the graph holds L^-1; L is not needed any more
     example = torch.zeros(batch, 3, *model.config.input_size)
     with torch.no_grad():
         program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],

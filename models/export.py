@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from common import UserError
 from models.postprocess import gaussian_blur, upsample
 from models.semi_ortho import SemiOrthogonal
 
@@ -33,6 +34,9 @@ class ScoringGraph(torch.nn.Module):
 
     def __init__(self, model: SemiOrthogonal):
         super().__init__()
+        if getattr(model, "precision", None) is not None:  # --approx variants that score without mu and L
+            raise UserError(f"--approx {model.config.approx} models cannot be exported; ortho, sample, gaussian "
+                            "and full can")
         if model.chol is None:
             raise RuntimeError("finalize() the model before exporting it")
         self.extractor = model.extractor
