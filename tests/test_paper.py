@@ -101,6 +101,8 @@ with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps(args[1:]) + "\\n")
 flags = {{k: v for k, v in zip(args[1:], args[2:]) if k.startswith("--")}}  # the last occurrence wins
 dataset, category = flags["--dataset"], flags["--category"]
+if dataset == os.environ.get("FAKE_FAIL"):
+    sys.exit("error: a dataset that fails")
 categories = {{"kolektor": ["fold0", "fold1", "fold2"]}}.get(dataset) if category == "all" else category.split(",")
 report = os.path.join(flags["--experiment"], "results.csv")
 os.makedirs(flags["--experiment"], exist_ok=True)
@@ -122,26 +124,27 @@ def test_reproduce_paper_runs_every_experiment_then_the_comparison(tmp_path):
     fake = tmp_path / "python"
     fake.write_text(FAKE_TRAIN.format(python=sys.executable, repo=str(REPO)))
     fake.chmod(0o755)
-    roots = {name: tmp_path / "data" / name for name in ("MVTEC_DATA", "KOLEKTOR_DATA", "STC_DATA")}
+    roots = {name: tmp_path / "data" / name for name in ("MVTEC_DATA", "KOLEKTOR_DATA", "KOLEKTOR2_DATA", "STC_DATA")}
     for root in roots.values():
         root.mkdir(parents=True)
     ambient = ("DATA", "MVTEC_DATA", "MVTEC_NAME", "KOLEKTOR_DATA", "KOLEKTOR2_DATA", "STC_DATA", "STC_NAME")
     env = {**{k: v for k, v in os.environ.items() if k not in ambient}, "PYTHON": str(fake),
-           "FAKE_LOG": str(tmp_path / "calls.jsonl"), **{k: str(v) for k, v in roots.items()}}
+           "FAKE_LOG": str(tmp_path / "calls.jsonl"), "FAKE_FAIL": "kolektor2", **{k: str(v) for k, v in roots.items()}}
     exp = tmp_path / "exp"
     done = subprocess.run([str(REPO / "script" / "reproduce_paper.sh"), str(exp), "--device", "cpu"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stderr  # KolektorSDD2 is missing here: reported, the rest ran
-    assert "KolektorSDD2" in done.stderr
+    assert done.returncode == 1, done.stderr  # KolektorSDD2 failed here: reported, the rest ran
+    assert "a dataset that fails" in done.stderr and "run_kolektor.sh" in done.stderr
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
 
     def flags(call):
         return dict(zip(call, call[1:]))
 
-    assert [flags(c)["--dataset"] for c in calls] == ["mvtecad", "kolektor", "mstc"]
-    mvtec, ksdd, stc = (flags(c) for c in calls)
+    assert [flags(c)["--dataset"] for c in calls] == ["mvtecad", "kolektor", "kolektor2", "mstc"]
+    mvtec, ksdd, ksdd2, stc = (flags(c) for c in calls)
     assert mvtec["--category"].split(",") == MVTEC and (mvtec["--model"], mvtec["--k"]) == ("wide_resnet50_2", "300")
     assert (ksdd["--category"], ksdd["--model"], ksdd["--k"]) == ("all", "resnet18", "100")
+    assert (ksdd2["--category"], ksdd2["--model"], ksdd2["--k"]) == ("ksdd2", "resnet18", "100")
     assert (stc["--model"], stc["--k"], stc["--seed"]) == ("resnet18", "100", "5555")
     assert mvtec["--dataroot"] == str(roots["MVTEC_DATA"]) and stc["--dataroot"] == str(roots["STC_DATA"])
     assert all(flags(c)["--experiment"] == str(exp) and c[-2:] == ["--device", "cpu"] for c in calls)
@@ -151,4 +154,4 @@ def test_reproduce_paper_runs_every_experiment_then_the_comparison(tmp_path):
     assert table_row(text, "MVTec AD", "ROC")[4:] == [".982", mean, seed_style(0.97 - 0.982, sign=True)]
     assert table_row(text, "KolektorSDD", "Fold 3")[4:] == [".976", ".920", "-.056"]
     assert table_row(text, "mSTC", "ROC")[4:] == [".921", ".900", "-.021"]
-    assert table_row(text, "KolektorSDD2", "ROC")[4:] == [".981", "-", "-"]
+    assert table_row(text, "KolektorSDD2", "ROC")[4:] == [".981", "-", "-"]  # its run failed
