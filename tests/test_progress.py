@@ -10,7 +10,8 @@ import termios
 from pathlib import Path
 
 import pytest
-from trees import write_category
+
+from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--batch-size", "2",
