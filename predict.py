@@ -10,7 +10,8 @@ is replaced without --overwrite, and none is written until every output name was
 marks pixels scoring above the pixel threshold calibrated on the normal validation images at fit
 time (or --threshold). predictions.csv has one row per image: path, image_score, is_anomalous (image
 score above the image threshold), anomalous_area (fraction of pixels in the mask). Unreadable files
-are reported and skipped; the exit code is then 1.
+are reported and skipped; the exit code is then 1. `--model model.onnx` (tools/export.py) runs the
+same graph with onnxruntime instead of torch (pip install onnxruntime) and writes the same outputs.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from models import SemiOrthogonal
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model.pt written by train.py")
+    p.add_argument("--model", required=True, help="model.pt written by train.py, or its ONNX export (.onnx)")
     p.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the calibrated one)")
@@ -143,6 +144,15 @@ def check_outputs(out: Path, names: list[str], overwrite: bool) -> None:
                         "pass --overwrite or another --out")
 
 
+def load_model(path: str, device: torch.device) -> SemiOrthogonal:
+    """model.pt, or a model.onnx from tools/export.py run by onnxruntime (optional: imported only then)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from onnx_model import OnnxScorer
+
+        return OnnxScorer(path, device)  # config, thresholds and predict(), as SemiOrthogonal
+    return SemiOrthogonal.load(path, device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
-    model = SemiOrthogonal.load(args.model, device)
+    model = load_model(args.model, device)
     pixel_threshold = args.threshold if args.threshold is not None else model.thresholds.get("pixel")
     image_threshold = args.image_threshold if args.image_threshold is not None else model.thresholds.get("image")
     if pixel_threshold is None or image_threshold is None:

@@ -22,7 +22,7 @@ from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
 from models.distributed import init_from_environment
-from pipeline import outputs
+from pipeline import outputs, progress
 from pipeline.background import Background
 from pipeline.category import CategoryResult, finish, fit_and_score, save_model
 from pipeline.options import RunOptions
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
     run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
     run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bars (shown on stderr only when it is a terminal; stdout is the same)")
     return p
 
 
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.batch_size or (32 if device.type == "cuda" else 8),
                            args.workers if args.workers is not None else default_workers(device),
                            pin_memory=device.type == "cuda")
-    done = run_categories(options, plans, data, device, rank, world, args.metric)
+    with progress.bars(len(plans), progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
+        done = run_categories(options, plans, data, device, rank, world, args.metric)
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -263,7 +266,7 @@ def run_categories(options: RunOptions, plans: list, data: SegmentedLoader, devi
     def report_finished() -> None:
         while finishing:
             result = finishing.popleft().result()
-            print(headline(result.category, result.metrics, metric), flush=True)
+            progress.finished(headline(result.category, result.metrics, metric))
             done.append(result)
 
     extractors: dict = {}

@@ -19,7 +19,7 @@ from datasets.base import SegmentedLoader
 from models import SemiOrthogonal, calibrate, write_thresholds
 from models.distributed import all_reduce_stats
 from models.semi_ortho import build_extractor
-from pipeline import outputs
+from pipeline import outputs, progress
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
@@ -92,7 +92,8 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         model.stats = None
 
     t = time.perf_counter()
-    model.fit(batch["image"] for batch in data.next_segment())
+    fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
+    model.fit(batch["image"] for batch in fitting)
     if world > 1:
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
@@ -110,7 +111,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
 
     t = time.perf_counter()
     thresholds = {}
-    validation = score(model, data.next_segment())
+    validation = score(model, progress.track(data.next_segment(), f"{plan.category} validation", len(plan.val)))
     if validation is not None:
         thresholds = calibrate(validation.maps, validation.image_scores, options.val_fpr)
     else:
@@ -118,7 +119,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
               "no thresholds stored", file=sys.stderr)
     seconds["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    scores = score(model, data.next_segment())
+    scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
     seconds["score"] = time.perf_counter() - t
     seconds["device_total"] = time.perf_counter() - start
     if scores is not None:  # None: no test images (a folder dataset of normal images only)

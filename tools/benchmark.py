@@ -104,17 +104,24 @@ def make_category(root: Path, name: str, kind: str, n_train: int, n_test: int, s
     return target
 
 
+QUIET = [False]  # --quiet: no progress bars from the children either
 PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
 def run_child(command: list[str]) -> dict:
-    """Wall time and peak RSS of one child process (a wrapper reads the kernel's figure for it alone)."""
+    """Wall time and peak RSS of one child process (a wrapper reads the kernel's figure for it alone).
+
+    On a terminal (without --quiet) the child's stderr goes to it, so train.py's progress bars show."""
+    from pipeline import progress
+
     start = time.perf_counter()
-    process = subprocess.run([sys.executable, "-c", PEAK, *command], cwd=REPO, capture_output=True, text=True)
+    stderr = None if progress.wanted(QUIET[0]) else subprocess.PIPE
+    process = subprocess.run([sys.executable, "-c", PEAK, *command], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=stderr, text=True)
     wall = time.perf_counter() - start
     if process.returncode:
-        raise SystemExit(f"benchmark child failed: {' '.join(command)}\n{process.stderr[-2000:]}")
+        raise SystemExit(f"benchmark child failed: {' '.join(command)}\n{(process.stderr or '')[-2000:]}")
     lines = process.stdout.strip().splitlines()
     return {"seconds": wall, "peak_rss_mb": int(lines[-1].split()[1]) / 1024, "stdout": lines[-4:-1]}
 
@@ -254,7 +261,9 @@ def main() -> None:
     p.add_argument("--suite-scale", type=float, default=1.0, help="shrink the suite's counts and sizes (dry runs)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--floor-only", nargs="+", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bars (shown on stderr only on a terminal)")
     args = p.parse_args()
+    QUIET[0] = args.quiet
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     if args.floor_only:
@@ -296,7 +305,8 @@ def single(root: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         end_to_end = run_child(train_command(root, name, args, Path(tmp) / "exp"))
     floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           "--device", args.device, "--image-size", str(args.image_size),
+                           "--backbone-dtype", args.backbone_dtype, "--workers",
                            str(args.workers), "--floor-only", name]
                           + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
     forward = next(r["seconds"] for r in report if r["phase"] == "backbone forward")
@@ -328,7 +338,8 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
     name = f"{args.category}_{n_train}_{args.n_test}_{args.image_size}"
     make_category(root, name, args.category, n_train, args.n_test, args.image_size, None)
     configs = [("resnet18", a, k) for k in (50, 100, 200) for a in ("sample", "ortho")]
-    configs += [("resnet18", "full", 448)] + [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
+    configs += [("resnet18", "full", 448)]
+    configs += [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
     configs += [("wide_resnet50_2", "full", 1792)]
     rows = []
     for backbone, approx, k in configs:
@@ -357,9 +368,11 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
     """15 categories shaped like MVTec AD, fitted, scored and evaluated in one train.py process."""
     start = time.perf_counter()
     scale = args.suite_scale
-    shape = {name: (max(3, round(n_train * scale)), max(3, round(n_test * scale)), max(64, round(size * scale)), gray, kind)
+    shape = {name: (max(3, round(n_train * scale)), max(3, round(n_test * scale)), max(64, round(size * scale)),
+                    gray, kind)
              for name, (n_train, n_test, size, gray, kind) in MVTEC_SHAPE.items()}
-    jobs = {name: (root, name, kind, n_train, n_test, size, gray) for name, (n_train, n_test, size, gray, kind) in shape.items()}
+    jobs = {name: (root, name, kind, n_train, n_test, size, gray)
+            for name, (n_train, n_test, size, gray, kind) in shape.items()}
     with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         list(pool.map(make_category, *zip(*jobs.values())))
     generated = time.perf_counter() - start
@@ -370,7 +383,8 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
         per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
         metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
     floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           "--device", args.device, "--image-size", str(args.image_size),
+                           "--backbone-dtype", args.backbone_dtype, "--workers",
                            str(args.workers), "--floor-only", *MVTEC_SHAPE]
                           + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
     images = sum(n_train + n_test for n_train, n_test, *_ in shape.values())

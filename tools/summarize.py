@@ -10,7 +10,9 @@ configuration: a table with one row per category and a `mean` row, one column pe
 Fold 3 | Avg (Std) | KolektorSDD2, where Std is the sample standard deviation (n - 1) over the folds
 and the KolektorSDD2 column takes the `kolektor2` row of the same model, approx, k and seed.
 Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of aupro,
-pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five).
+pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five). `--paper` prints instead the
+figures the paper publishes (tools/paper_results.json, with their source) beside this run's and the
+difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 import _root  # noqa: F401
+import paper_table
 
 from common import UserError, atomic_write, run_cli
 from results import METRICS, read_rows
@@ -171,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     parser.add_argument("--metric", action="append", default=None,
                         help=f"columns, comma-separated (default: {','.join(METRICS)})")
+    parser.add_argument("--paper", action="store_true",
+                        help="instead, the paper's published figures (tools/paper_results.json) beside this run's, "
+                             "with the difference")
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metric)
     rows = category_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} has no result rows; run train.py first")
-    text = summarize(rows, metrics)
+    text = paper_table.compare(rows, paper_table.load_figures()) if args.paper else summarize(rows, metrics)
     if args.out:
         def write(tmp: str) -> None:
             Path(tmp).write_text(text)

@@ -1,0 +1,119 @@
+"""A fitted model as one ONNX file: export with torch.onnx, score with onnxruntime (both optional).
+
+The graph takes `images` (N, 3, H, W), float32, normalised as in training (RGB in [0, 1], minus the
+ImageNet mean, divided by its std; H x W the model's input size) and returns `maps` (N, H, W), the
+smoothed score maps at input size, and `scores` (N,), their maxima. The batch size is dynamic. The
+metadata (string key -> JSON) holds what a plain runtime needs beside the graph: the calibrated
+thresholds, the config, the normalisation. onnx/onnxruntime are imported only where used, so the
+rest of the project runs without them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import UserError
+from datasets.base import IMAGENET_MEAN, IMAGENET_STD
+from models.semi_ortho import Config, config_from_state
+
+FORMAT = "semiortho-onnx"
+PROTOBUF_LIMIT = 2 * 1024 ** 3  # one ONNX protobuf cannot exceed 2 GB; beyond, weights go to <file>.data
+INSTALL = "pip install onnx onnxruntime onnxscript"
+
+
+def metadata(model) -> dict[str, str]:
+    """The ONNX metadata_props of an exported SemiOrthogonal model."""
+    # every Config field, as model.pt stores them: fields added later travel without a change here
+    config = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()}
+    return {
+        "format": FORMAT,
+        "config": json.dumps(config),
+        "thresholds": json.dumps(dict(model.thresholds)),  # {} when fitted without validation images
+        "meta": json.dumps(dict(model.meta)),
+        "normalisation": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "range": [0, 1],
+                                     "channels": "RGB", "layout": "NCHW"}),
+        "mahalanobis": "inverse Cholesky factor L^-1 (P, k, k): distance = |L^-1 (z - mu)|",
+    }
+
+
+def export(model_path: str | Path, out: str | Path, external_data: bool = False, batch: int = 2) -> Path:
+    """Writes model.pt as ONNX at `out` (and `out`.data when the weights go to external data)."""
+    try:
+        import onnxscript  # noqa: F401  # torch.onnx's exporter needs it; fail with the install line first
+    except ImportError:
+        raise UserError(f"exporting to ONNX needs onnx and onnxscript: {INSTALL}") from None
+    from models.export import ScoringGraph
+    from models.semi_ortho import SemiOrthogonal
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise UserError(f"--out {out}: name the file *.onnx")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass a file name such as model.onnx")
+    model = SemiOrthogonal.load(model_path, finalize=False)
+    model.finalize(keep_stats=False)  # L takes the sums' memory (1.5 GB each for WRN-50-2, k = 300)
+    graph = ScoringGraph(model).eval()
+    model.chol = None  # the graph holds L^-1; L is not needed any more
+    example = torch.zeros(batch, 3, *model.config.input_size)
+    with torch.no_grad():
+        program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
+                                    output_names=["maps", "scores"], verbose=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.model.metadata_props.update(metadata(model))
+    size = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
+    external = external_data or size > PROTOBUF_LIMIT * 0.9  # margin for the graph itself
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written in a temporary folder beside `out`, then renamed: a crash never leaves half a model
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        program.save(staging / out.name, external_data=external)
+        data = Path(f"{out}.data")
+        if (staging / data.name).exists():
+            os.replace(staging / data.name, data)
+        elif data.exists():
+            data.unlink()  # a stale weights file from an earlier external-data export
+        os.replace(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+class OnnxScorer:
+    """The part of SemiOrthogonal predict.py uses (config, thresholds, predict), run by onnxruntime."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError(f"--model {path}: running an ONNX model needs onnxruntime: pip install onnxruntime") \
+                from None
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no model file {path}; pass the model.onnx that tools/export.py wrote")
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as e:
+            raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if props.get("format") != FORMAT:
+            raise UserError(f"{path} is not a semi-orthogonal model written by tools/export.py")
+        self.config: Config = config_from_state({"config": json.loads(props["config"])})
+        self.thresholds: dict[str, float] = json.loads(props["thresholds"])
+        self.meta: dict = json.loads(props.get("meta", "{}"))
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> score maps (B, H, W) and image scores (B,), as SemiOrthogonal.predict."""
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        maps, scores = self.session.run(["maps", "scores"], {"images": array})
+        return torch.from_numpy(maps), torch.from_numpy(scores)
+

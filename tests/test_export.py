@@ -1,0 +1,129 @@
+"""tools/export.py: the ONNX graph scores as the torch model; predict.py runs it with onnxruntime."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import export as export_tool
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import predict
+from common import UserError
+from models import Config, SemiOrthogonal
+
+# the optional export dependencies (pyproject's `export` extra; CI installs them)
+onnx = pytest.importorskip("onnx", reason="pip install onnx onnxruntime onnxscript")
+onnxruntime = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+pytest.importorskip("onnxscript", reason="pip install onnxscript")
+
+THRESHOLDS = {"image": 0.0, "pixel": 0.0, "val_pixel_median": 0.0, "n_val": 3, "val_fpr": 0.01}
+
+
+def fitted_model(path: Path, thresholds: dict) -> SemiOrthogonal:
+    """resnet18 random, k 10, 64 px, fitted on noise images; thresholds set from the scores of others."""
+    generator = torch.Generator().manual_seed(0)
+    model = SemiOrthogonal(Config(backbone="resnet18", k=10, image_size=(64, 64)), weights="random")
+    model.fit(torch.randn(8, 3, 64, 64, generator=generator) for _ in range(3))
+    model.finalize(keep_stats=True)
+    if thresholds:
+        maps, scores = model.predict(torch.randn(4, 3, 64, 64, generator=generator))
+        model.thresholds = {**thresholds, "image": float(scores.median()), "pixel": float(maps.median()),
+                            "val_pixel_median": float(maps.quantile(0.25))}
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    model = fitted_model(folder / "model.pt", THRESHOLDS)
+    assert export_tool.main(["--model", str(folder / "model.pt"), "--out", str(folder / "model.onnx")]) == 0
+    return model, folder
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_onnxruntime_maps_equal_the_torch_model_for_any_batch_size(exported):
+    model, folder = exported
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 3):  # exported with a batch of 2: the batch dimension is dynamic
+        images = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n))
+        maps, scores = session.run(["maps", "scores"], {"images": images.numpy()})
+        expected_maps, expected_scores = model.predict(images)
+        assert maps.shape == (n, 64, 64) and scores.shape == (n,)
+        assert relative_error(maps, expected_maps.numpy()) < 1e-4
+        assert relative_error(scores, expected_scores.numpy()) < 1e-4
+        np.testing.assert_allclose(scores, maps.reshape(n, -1).max(axis=1), rtol=1e-6)
+
+
+def test_metadata_holds_the_calibrated_thresholds_and_config(exported):
+    model, folder = exported
+    props = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
+    assert json.loads(props["thresholds"]) == model.thresholds
+    config = json.loads(props["config"])
+    assert config["k"] == 10 and config["image_size"] == [64, 64] and config["backbone"] == "resnet18"
+    assert json.loads(props["normalisation"])["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_model_without_thresholds_exports_with_external_data(tmp_path):
+    model = fitted_model(tmp_path / "model.pt", {})
+    out = tmp_path / "bare.onnx"
+    export_tool.main(["--model", str(tmp_path / "model.pt"), "--out", str(out), "--external-data"])
+    assert Path(f"{out}.data").stat().st_size > 1_000_000  # the backbone's weights are there, not in the graph
+    assert out.stat().st_size < 1_000_000
+    props = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    assert json.loads(props["thresholds"]) == {}
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    maps, _ = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["maps", "scores"], {"images": images.numpy()})
+    assert relative_error(maps, model.predict(images)[0].numpy()) < 1e-4
+    with pytest.raises(UserError, match="exists"):
+        export_tool.main(["--model", str(tmp_path / "model.pt"), "--out", str(out)])
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    with open(path) as f:
+        return {Path(row["path"]).name: row for row in csv.DictReader(f)}
+
+
+def test_predict_through_onnx_writes_the_same_predictions(exported, tmp_path):
+    _, folder = exported
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        smooth = np.kron(rng.integers(0, 256, (5 + i, 7, 3)), np.ones((10, 10, 1))) if i % 2 else None
+        pixels = smooth if smooth is not None else rng.integers(0, 256, (50 + 10 * i, 70, 3))
+        Image.fromarray(pixels.astype(np.uint8)).save(inputs / f"{i}.png")
+    predict.main(["--model", str(folder / "model.pt"), "--input", str(inputs), "--out", str(tmp_path / "first")])
+    scores = sorted(float(r["image_score"]) for r in read_predictions(tmp_path / "first/predictions.csv").values())
+    # thresholds between observed scores, so that both outcomes occur and a flip would show
+    split = ["--image-threshold", str((scores[2] + scores[3]) / 2), "--threshold", str((scores[1] + scores[2]) / 2)]
+    assert predict.main(["--model", str(folder / "model.pt"), "--input", str(inputs), "--out",
+                         str(tmp_path / "torch"), *split]) == 0
+    assert predict.main(["--model", str(folder / "model.onnx"), "--input", str(inputs), "--out",
+                         str(tmp_path / "onnx"), "--batch-size", "4", *split]) == 0
+    torch_rows = read_predictions(tmp_path / "torch/predictions.csv")
+    onnx_rows = read_predictions(tmp_path / "onnx/predictions.csv")
+    assert sorted(torch_rows) == sorted(onnx_rows) == [f"{i}.png" for i in range(6)]
+    for name, row in torch_rows.items():
+        other = onnx_rows[name]
+        assert float(other["image_score"]) == pytest.approx(float(row["image_score"]), rel=1e-4)
+        assert float(other["anomalous_area"]) == pytest.approx(float(row["anomalous_area"]), abs=2e-3)
+        assert other["is_anomalous"] == row["is_anomalous"]
+    assert {row["is_anomalous"] for row in torch_rows.values()} == {"0", "1"}
+    assert 0 < sum(float(row["anomalous_area"]) for row in torch_rows.values()) < 6
+    heat_torch = np.asarray(Image.open(tmp_path / "torch/3_heatmap.png"), dtype=float)
+    heat_onnx = np.asarray(Image.open(tmp_path / "onnx/3_heatmap.png"), dtype=float)
+    assert heat_torch.shape == (80, 70, 3) and np.abs(heat_torch - heat_onnx).mean() < 0.5
+
+
+def test_missing_onnxruntime_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(UserError, match="pip install onnxruntime"):
+        predict.main(["--model", str(tmp_path / "model.onnx"), "--input", str(tmp_path), "--out", str(tmp_path / "o")])
