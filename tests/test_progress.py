@@ -15,7 +15,7 @@ from tests.helpers.data import write_category
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--batch-size", "2",
-        "--workers", "0", "--overwrite"]
+        "--workers", "0", "--overwrite", "--protocol", "standard"]
 
 
 def run(args: list[str], terminal: bool, tool: str = "train.py") -> tuple[str, str]:
