@@ -47,6 +47,7 @@ def track(batches: Iterable[dict[str, Any]], description: str, total: int) -> It
         for batch in batches:
             yield batch
             bar.update(len(batch["image"]))  # once the consumer is done with it
+        bar.refresh()  # update() draws at most every 0.1 s: show the phase's full count before it clears
 
 
 def finished(line: str) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import export as export_tool
 import numpy as np
+import onnx  # optional for users; requirements-dev.txt installs it for the tests
+import onnxruntime
 import pytest
 import torch
 from PIL import Image
@@ -13,11 +15,6 @@ from PIL import Image
 import predict
 from common import UserError
 from models import Config, SemiOrthogonal
-
-# the optional export dependencies (pyproject's `export` extra; CI installs them)
-onnx = pytest.importorskip("onnx", reason="pip install onnx onnxruntime onnxscript")
-onnxruntime = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
-pytest.importorskip("onnxscript", reason="pip install onnxscript")
 
 THRESHOLDS = {"image": 0.0, "pixel": 0.0, "val_pixel_median": 0.0, "n_val": 3, "val_fpr": 0.01}
 
