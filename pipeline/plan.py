@@ -8,6 +8,7 @@ from pathlib import Path
 from common import UserError
 from datasets import loader
 from datasets.base import ImageDataset, Sample, Splits
+from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from models import Config, config_from_state, read_model_file
 from models.distributed import shard
@@ -64,7 +65,7 @@ def check_resume(options: RunOptions, stored: Config) -> None:
                             f"fit a new model or pass {flag} {have}")
 
 
-def segments_of(plan: Plan, rank: int, world: int) -> list[ImageDataset]:
+def segments_of(plan: Plan, rank: int, world: int, cache: ImageCache | None = None) -> list[ImageDataset]:
     """What this rank decodes for a category: its shard of the fit images; rank 0 also validation and test."""
     parts = [shard(plan.fit, rank, world)] + ([plan.val, plan.splits.test] if rank == 0 else [])
-    return [ImageDataset(part, plan.config.image_size, plan.config.crop) for part in parts]
+    return [ImageDataset(part, plan.config.image_size, plan.config.crop, cache) for part in parts]

@@ -5,6 +5,7 @@
     python tools/benchmark.py --memory-scaling --n-train 100 400      # peak RSS vs training images
     python tools/benchmark.py --cost-table                            # approx x k: fit / score time, memory
     python tools/benchmark.py --suite mvtec --device cuda --workers 12 # 15 MVTec-shaped categories
+    python tools/benchmark.py --compare model-file|scoring|cache      # see tools/benchmark_compare.py
 
 Data are synthetic categories in the MVTec AD layout, generated once under --root. "phases" runs
 the model's own functions one phase at a time on decoded images held in memory; "end to end" runs
@@ -179,9 +180,9 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
             model.fit_embeddings(model.project(f) for f in fit_features)
         del fit_features
         out = Path(tempfile.mkdtemp(dir=root))
-        with Phase(report, "write model", 1, device):
+        with Phase(report, "write model (packed sums)", 1, device):
             model.save(out / "model.pt")
-        with Phase(report, "precision (Cholesky)", model.positions, device):
+        with Phase(report, "precision (Cholesky and L^-1)", model.positions, device):
             model.finalize()
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
@@ -207,7 +208,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     return report
 
 
-def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, **overrides) -> list[str]:
+def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, *flags: str,
+                  **overrides) -> list[str]:
     options = {"--model": args.model, "--k": str(args.k), "--approx": args.approx,
                "--backbone-dtype": args.backbone_dtype,
                "--image-size": str(args.image_size), "--device": args.device, **overrides}
@@ -219,7 +221,7 @@ def train_command(root: Path, category: str, args: argparse.Namespace, experimen
         command += ["--workers", str(args.workers)]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
-    return command
+    return command + list(flags)
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -252,6 +254,11 @@ def main() -> None:
     p.add_argument("--cost-table", action="store_true")
     p.add_argument("--suite", choices=["mvtec"], default=None)
     p.add_argument("--suite-scale", type=float, default=1.0, help="shrink the suite's counts and sizes (dry runs)")
+    p.add_argument("--compare", choices=["model-file", "scoring", "cache"], default=None,
+                   help="model file format 1 vs 2, triangular solve vs GEMM, or no / cold / warm --cache")
+    p.add_argument("--scoring-k", type=int, nargs="+", default=[100, 300], help="k values of --compare scoring")
+    p.add_argument("--suite-cache", action="store_true",
+                   help="--suite twice with train.py --cache: an empty cache, then the filled one")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--floor-only", nargs="+", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -262,7 +269,9 @@ def main() -> None:
         return
     args.workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
     results: dict = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "floor_only"}}
-    if args.suite:
+    if args.compare:
+        results[args.compare] = compare(root, args)
+    elif args.suite:
         results["suite"] = suite(root, args)
     elif args.cost_table:
         results["cost_table"] = cost_table(root, args)
@@ -272,6 +281,21 @@ def main() -> None:
         results.update(single(root, args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def compare(root: Path, args: argparse.Namespace) -> list[dict]:
+    import benchmark_compare
+
+    if args.compare == "model-file":
+        rows = benchmark_compare.model_file(root, args)
+    elif args.compare == "scoring":
+        rows = benchmark_compare.scoring(args)
+    else:
+        name = f"{args.category}_{args.n_train[0]}_{args.n_test}_{args.image_size}"
+        make_category(root, name, args.category, args.n_train[0], args.n_test, args.image_size, None)
+        rows = benchmark_compare.cache_runs(root, name, args, train_command, run_child)
+    print(table(rows, list(dict.fromkeys(key for row in rows for key in row))))
+    return rows
 
 
 def machine() -> dict:
@@ -296,7 +320,8 @@ def single(root: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         end_to_end = run_child(train_command(root, name, args, Path(tmp) / "exp"))
     floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           "--device", args.device, "--image-size", str(args.image_size),
+                           "--backbone-dtype", args.backbone_dtype, "--workers",
                            str(args.workers), "--floor-only", name]
                           + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
     forward = next(r["seconds"] for r in report if r["phase"] == "backbone forward")
@@ -328,7 +353,8 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
     name = f"{args.category}_{n_train}_{args.n_test}_{args.image_size}"
     make_category(root, name, args.category, n_train, args.n_test, args.image_size, None)
     configs = [("resnet18", a, k) for k in (50, 100, 200) for a in ("sample", "ortho")]
-    configs += [("resnet18", "full", 448)] + [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
+    configs += [("resnet18", "full", 448)]
+    configs += [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
     configs += [("wide_resnet50_2", "full", 1792)]
     rows = []
     for backbone, approx, k in configs:
@@ -357,26 +383,34 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
     """15 categories shaped like MVTec AD, fitted, scored and evaluated in one train.py process."""
     start = time.perf_counter()
     scale = args.suite_scale
-    shape = {name: (max(3, round(n_train * scale)), max(3, round(n_test * scale)), max(64, round(size * scale)), gray, kind)
-             for name, (n_train, n_test, size, gray, kind) in MVTEC_SHAPE.items()}
-    jobs = {name: (root, name, kind, n_train, n_test, size, gray) for name, (n_train, n_test, size, gray, kind) in shape.items()}
+    shape = {name: (max(3, round(n_train * scale)), max(3, round(n_test * scale)), max(64, round(size * scale)),
+                    gray, kind) for name, (n_train, n_test, size, gray, kind) in MVTEC_SHAPE.items()}
+    jobs = {name: (root, name, kind, n_train, n_test, size, gray)
+            for name, (n_train, n_test, size, gray, kind) in shape.items()}
     with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         list(pool.map(make_category, *zip(*jobs.values())))
     generated = time.perf_counter() - start
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         exp = Path(tmp) / "exp"
-        end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp))
+        extra = {"--cache": str(Path(tmp) / "cache")} if args.suite_cache else {}
+        end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp, **extra))
+        if args.suite_cache:  # the first run filled the cache; the second is the sweep's usual run
+            cold = end_to_end
+            end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp, "--overwrite", **extra))
         outputs = {c: exp / "mvtecad" / c for c in MVTEC_SHAPE}
         per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
         metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
     floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size), "--backbone-dtype", args.backbone_dtype, "--workers",
+                           "--device", args.device, "--image-size", str(args.image_size),
+                           "--backbone-dtype", args.backbone_dtype, "--workers",
                            str(args.workers), "--floor-only", *MVTEC_SHAPE]
                           + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
     images = sum(n_train + n_test for n_train, n_test, *_ in shape.values())
     summary = {"images": images, "generate_s": generated, "end_to_end_s": end_to_end["seconds"],
                "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
                "floor_process_s": floor_run["seconds"], "ratio_to_floor": end_to_end["seconds"] / floor_run["seconds"]}
+    if args.suite_cache:
+        summary = {**summary, "cold_cache_end_to_end_s": cold["seconds"]}  # end_to_end_s: the warm run
     print(table([summary], list(summary)))
     rows = [{"category": c, **{k: v for k, v in s.items() if not k.startswith("metric_")},
              "metrics": sum(v for k, v in s.items() if k.startswith("metric_"))} for c, s in per_category.items()]
