@@ -232,7 +232,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def write_version_1(model, path: Path) -> None:
                 "thresholds": {}, "meta": {}, "backbone": model.extractor.state_dict()}, path)
 
 
-def scoring(args: argparse.Namespace, batch: int = 8, repeats: int = 3) -> list[dict]:
+def scoring(args: argparse.Namespace, batch: int = 8, repeats: int = 2) -> list[dict]:
     """Distances of one batch at every position: triangular solve with L against GEMM with L^{-1}, and
     what each costs to prepare from the same sums (Cholesky alone, or Cholesky and the inverse)."""
     import torch
