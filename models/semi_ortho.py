@@ -156,7 +156,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.stats = spilled
 
     def release_factor(self) -> None:
-        """Frees mu and L (the model can no longer score), e.g. before save() reads spilled sums back."""
+        """Frees mu and L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
         self.mu = self.L_inv = None
 
     def save(self, path: str | Path) -> None:
