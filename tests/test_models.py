@@ -85,7 +85,8 @@ def test_cholesky_for_large_k_is_exact():
     probe = rng.normal(size=(P, 4, k)) * 0.3
     d = mahalanobis(torch.from_numpy(probe).float(), stats.mean(), chol).double().numpy()
     ref_mu = z.astype(np.float32).astype(np.float64).mean(axis=1)
-    ref_d = np.sqrt(np.einsum("pbi,pij,pbj->pb", probe - ref_mu[:, None], np.linalg.inv(ref_cov), probe - ref_mu[:, None]))
+    diff = probe - ref_mu[:, None]
+    ref_d = np.sqrt(np.einsum("pbi,pij,pbj->pb", diff, np.linalg.inv(ref_cov), diff))
     np.testing.assert_allclose(d, ref_d, rtol=1e-3)
 
 
@@ -230,7 +231,8 @@ def test_extractor_with_folded_batch_norm_equals_torchvision(name, tmp_path):
 def test_distances_equal_a_float64_reference(approx, k):
     """Project, np.cov(bias=True) per position, + eps I, invert, quadratic form, sqrt: all in numpy float64."""
     torch.manual_seed(0)
-    model = SemiOrthogonal(Config(backbone="resnet18", k=k, approx=approx, image_size=(32, 32), seed=3), weights="random")
+    config = Config(backbone="resnet18", k=k, approx=approx, image_size=(32, 32), seed=3)
+    model = SemiOrthogonal(config, weights="random")
     train, test = torch.randn(40, 3, 32, 32), torch.randn(3, 3, 32, 32)
     model.fit(train.split(16))
     model.finalize()
