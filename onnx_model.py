@@ -58,9 +58,8 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name such as model.onnx")
     model = SemiOrthogonal.load(model_path, finalize=False)
-    model.finalize(keep_stats=False)  # L takes the sums' memory (1.5 GB each for WRN-50-2, k = 300)
+    model.finalize(keep_stats=False)  # L^-1 takes the sums' memory (1.5 GB each for WRN-50-2, k = 300)
     graph = ScoringGraph(model).eval()
-    model.chol = None  # the graph holds L^-1; L is not needed any more
     example = torch.zeros(batch, 3, *model.config.input_size)
     with torch.no_grad():
         program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],

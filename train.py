@@ -18,6 +18,7 @@ import results
 from common import UserError, run_cli
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import SegmentedLoader
+from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bars (shown on stderr only when it is a terminal; stdout is the same)")
+    run.add_argument("--cache", default=None, metavar="DIR",
+                     help="store decoded, resized images here and reuse them in later runs (sweeps); a changed "
+                          "file or size is decoded again (default: no cache)")
+    run.add_argument("--no-save-model", dest="save_model", action="store_false",
+                     help="write no model.pt (sweeps that need only metrics; scores and the report still work)")
     return p
 
 
@@ -143,6 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--experiment {args.experiment} is a file; pass a folder")
     if args.report is not None:
         results.check_report(args.report)
+    args.cache = ImageCache.open(args.cache) if args.cache is not None else None
     return args
 
 
@@ -151,7 +158,8 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
                       backbone=args.model, weights=args.weights, approx=args.approx, k=args.k, eps=args.eps,
                       unbiased=args.unbiased, seed=args.seed, image_size=args.image_size, crop=args.crop,
                       backbone_dtype=args.backbone_dtype, resume=Path(args.resume) if args.resume else None,
-                      val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite)
+                      val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite,
+                      save_model=args.save_model)
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     plans = [plan_category(options, data_opts, root, c, out_dirs[c]) for c in wanted]
     # One loader for every category: workers start once and decode the next category's images
     # while the device finishes the current one.
-    data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world)],
+    data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],
                            args.batch_size or (32 if device.type == "cuda" else 8),
                            args.workers if args.workers is not None else default_workers(device),
                            pin_memory=device.type == "cuda")

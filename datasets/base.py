@@ -10,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from common import UserError
+from datasets.cache import ImageCache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,7 +95,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int],
-                 crop: tuple[int, int] | None = None, protocol: str = "standard", dataset: str = ""):
+                 crop: tuple[int, int] | None = None, protocol: str = "standard", dataset: str = "",
+                 cache: ImageCache | None = None):
         self.samples = list(samples)
         self.image_size = image_size
         self.crop = crop
@@ -102,6 +104,13 @@ class ImageDataset(torch.utils.data.Dataset):
         self.dataset = dataset
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.cache = cache  # --cache: decoded uint8 arrays stored per source file and transform_key()
+
+    def transform_key(self) -> str:
+        """Every setting that shapes the uint8 arrays: all attributes but the samples, the cache and the
+        normalisation (applied after the cache), so a setting added later is part of the key by itself."""
+        settings = {k: v for k, v in vars(self).items() if k not in ("samples", "cache", "mean", "std")}
+        return repr(sorted(settings.items()))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -119,30 +128,46 @@ class ImageDataset(torch.utils.data.Dataset):
         """What decodes the images besides size and crop: "standard", or "paper-<dataset>"."""
         return "standard" if self.protocol == "standard" else f"paper-{self.dataset}"
 
+    def _decode_image(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """uint8 (H, W, 3) resized and cropped, and the file's (width, height)."""
+        if self.protocol == "paper":
+            from datasets.transforms import paper_pixels  # imports this module
+
+            array, size = paper_pixels(path, self.dataset, self.image_size)
+            return np.array(self._crop(array)), size
+        original = read_image(path)
+        image = original.resize(self.image_size[::-1], Image.BILINEAR)
+        return np.array(self._crop(np.asarray(image))), original.size  # a writable copy
+
+    def _decode_mask(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """uint8 (H, W) of 0 and 1, resized and cropped, and the file's (width, height)."""
+        if self.protocol == "paper":
+            from datasets.transforms import paper_mask_array
+
+            mask, size = paper_mask_array(path, self.dataset, self.image_size)
+            return np.ascontiguousarray(self._crop(mask)), size
+        original = read_mask(path)
+        mask = np.asarray(original.resize(self.image_size[::-1], Image.NEAREST))
+        return np.ascontiguousarray(self._crop(mask) > 0).astype(np.uint8), original.size
+
+    def _load(self, kind: str, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        decode = self._decode_image if kind == "image" else self._decode_mask
+        if self.cache is None:
+            return decode(path)
+        return self.cache.get(kind, path, self.transform_key(), lambda: decode(path))
+
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        if self.protocol == "paper":
-            from datasets.transforms import paper_decode  # imports this module
-
-            image, mask = paper_decode(sample, self.dataset, self.image_size)
-            top, left, ch, cw = center_crop_box(self.image_size, self.crop)
-            return {"image": image[:, top:top + ch, left:left + cw].contiguous(),
-                    "mask": torch.from_numpy(np.ascontiguousarray(mask[top:top + ch, left:left + cw])),
-                    "label": sample.label, "index": index}
-        h, w = self.image_size
-        original = read_image(sample.image)
-        image = original.resize((w, h), Image.BILINEAR)
-        pixels = torch.from_numpy(np.array(self._crop(np.asarray(image))))  # a writable copy
-        pixels = pixels.permute(2, 0, 1).float().div_(255)
+        array, size = self._load("image", sample.image)
+        # as torchvision's ToTensor and Normalize compute it, bit for bit, for either protocol
+        pixels = torch.from_numpy(array).permute(2, 0, 1).float().div_(255)
         if sample.mask is None:
             mask = np.zeros(self.output_size, dtype=np.uint8)
         else:
-            mask = read_mask(sample.mask)
-            if mask.size != original.size:  # stretching it would mark the wrong pixels as defects
-                raise UserError(f"mask {sample.mask} is {mask.width} x {mask.height} but its image {sample.image} "
-                                f"is {original.width} x {original.height}; the mask must match its image's size")
-            mask = mask.resize((w, h), Image.NEAREST)
-            mask = (self._crop(np.asarray(mask)) > 0).astype(np.uint8)
+            mask, mask_size = self._load("mask", sample.mask)
+            if mask_size != size:  # stretching it would mark the wrong pixels as defects
+                raise UserError(f"mask {sample.mask} is {mask_size[0]} x {mask_size[1]} but its image {sample.image} "
+                                f"is {size[0]} x {size[1]}; the mask must match its image's size")
         return {
             "image": (pixels - self.mean) / self.std,
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),

@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import torchvision.transforms as T
 
 from common import UserError
-from datasets.base import IMAGENET_MEAN, IMAGENET_STD, Sample, read_image, read_mask
+from datasets.base import IMAGENET_MEAN, IMAGENET_STD, read_image, read_mask
 
 PROTOCOLS = ("paper", "standard")
 PAPER_DATASETS = ("mvtecad", "kolektor", "kolektor2", "mstc")
@@ -63,23 +62,23 @@ def resizes(dataset: str, size: tuple[int, int]) -> T.Compose:
     raise UserError(f"--protocol paper has no pipeline for --dataset {dataset}; use --protocol standard")
 
 
-def paper_image(path: Path, dataset: str, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The normalised (3, H, W) float tensor and the original (width, height)."""
+def paper_pixels(path: Path, dataset: str, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The uint8 (H, W, 3) image after the authors' resizes, and the original (width, height).
+
+    ToTensor and Normalize follow in ImageDataset, computed exactly as torchvision does; a grey
+    KolektorSDD image is repeated to three channels, as the authors' code repeats its tensor.
+    """
     original = read_image(path, "L" if dataset == "kolektor" else "RGB")
-    x = T.ToTensor()(resizes(dataset, size)(original))
-    if x.shape[0] == 1:  # KolektorSDD: the grey channel stacked three times
-        x = torch.stack([x[0]] * 3, 0)
-    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x), original.size
+    array = np.asarray(resizes(dataset, size)(original))
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return array, original.size
 
 
-def paper_mask(path: Path, dataset: str, size: tuple[int, int], image: tuple[Path, tuple[int, int]] | None = None
-               ) -> np.ndarray:
-    """The (H, W) uint8 0/1 mask; `image`: its image's path and (width, height), which the mask must match."""
+def paper_mask_array(path: Path, dataset: str, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The (H, W) uint8 0/1 mask by the authors' rule, and the label file's (width, height)."""
     kolektor = dataset in ("kolektor", "kolektor2")
     label = read_mask(path, "L" if kolektor else "RGB")
-    if image is not None and label.size != image[1]:  # stretching it would mark the wrong pixels as defects
-        raise UserError(f"mask {path} is {label.width} x {label.height} but its image {image[0]} is "
-                        f"{image[1][0]} x {image[1][1]}; the mask must match its image's size")
     m = T.ToTensor()(resizes(dataset, size)(label))
     if dataset == "mvtecad":
         defect = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(m)[0] > 0.5
@@ -87,14 +86,11 @@ def paper_mask(path: Path, dataset: str, size: tuple[int, int], image: tuple[Pat
         defect = m[0].long() > 0  # a float copied into the authors' LongTensor truncates towards zero
     else:
         defect = m[0] > 0
-    return defect.numpy().astype(np.uint8)
+    return defect.numpy().astype(np.uint8), label.size
 
 
-def paper_decode(sample: Sample, dataset: str, size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
-    image, original = paper_image(sample.image, dataset, size)
-    if sample.mask is None:
-        return image, np.zeros(size, dtype=np.uint8)
-    return image, paper_mask(sample.mask, dataset, size, (sample.image, original))
+def paper_mask(path: Path, dataset: str, size: tuple[int, int]) -> np.ndarray:
+    return paper_mask_array(path, dataset, size)[0]
 
 
 def covered_box(dataset: str, protocol: str, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -4,8 +4,8 @@ from models.calibration import calibrate, threshold_at_fpr
 from models.embedding import APPROXIMATIONS, make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
 from models.postprocess import gaussian_blur, upsample
-from models.semi_ortho import Config, SemiOrthogonal, config_from_state, read_model_file, write_thresholds
+from models.semi_ortho import Config, SemiOrthogonal, config_from_state, read_model_file
 
 __all__ = ["BACKBONES", "APPROXIMATIONS", "Config", "RunningStats", "SemiOrthogonal", "default_k",
            "feature_dim", "fit_gaussian", "gaussian_blur", "mahalanobis", "make_projection",
-           "read_model_file", "upsample", "calibrate", "threshold_at_fpr", "config_from_state", "write_thresholds"]
+           "read_model_file", "upsample", "calibrate", "threshold_at_fpr", "config_from_state"]

@@ -1,7 +1,7 @@
 """The fitted model as one traceable torch graph for export: images -> score maps and image scores.
 
-ONNX has no triangular solve, so the graph carries the inverse Cholesky factor L^{-1} (computed here
-in float64 from L) instead of L: the distance |L^{-1} (z - mu)| is then a batched matrix product.
+The graph carries the inverse Cholesky factor L^{-1} that the model scores with (ONNX has no
+triangular solve anyway): the distance |L^{-1} (z - mu)| is a batched matrix product.
 """
 from __future__ import annotations
 
@@ -10,18 +10,6 @@ import torch
 from common import UserError
 from models.postprocess import gaussian_blur, upsample
 from models.semi_ortho import SemiOrthogonal
-
-
-def inverse_factor(chol: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:
-    """L^{-1} (P, k, k) for lower-triangular L, float64 per chunk of positions, returned as float32."""
-    positions, k = chol.shape[:2]
-    inverse = torch.empty_like(chol, dtype=torch.float32)
-    eye = torch.eye(k, dtype=torch.float64, device=chol.device)
-    size = max(1, chunk_elements // (k * k))  # bounded float64 temporaries (WRN-50-2, k = 300: 1.5 GB of L)
-    for start in range(0, positions, size):
-        part = chol[start:start + size].double()
-        inverse[start:start + size] = torch.linalg.solve_triangular(part, eye.expand_as(part), upper=False).float()
-    return inverse
 
 
 class ScoringGraph(torch.nn.Module):
@@ -37,7 +25,7 @@ class ScoringGraph(torch.nn.Module):
         if getattr(model, "precision", None) is not None:  # --approx variants that score without mu and L
             raise UserError(f"--approx {model.config.approx} models cannot be exported; ortho, sample, gaussian "
                             "and full can")
-        if model.chol is None:
+        if model.L_inv is None:
             raise RuntimeError("finalize() the model before exporting it")
         self.extractor = model.extractor
         self.size = model.config.input_size
@@ -46,11 +34,11 @@ class ScoringGraph(torch.nn.Module):
         self.project = model.project
         self.register_buffer("W", model.W)
         self.register_buffer("mu", model.mu.float())
-        self.register_buffer("inv_chol", inverse_factor(model.chol))
+        self.register_buffer("L_inv", model.L_inv.float())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.project(self.extractor(images))  # (P, N, k)
-        whitened = torch.matmul(z - self.mu.unsqueeze(1), self.inv_chol.transpose(1, 2))  # (P, N, k)
+        whitened = torch.matmul(z - self.mu.unsqueeze(1), self.L_inv.transpose(1, 2))  # (P, N, k)
         distances = whitened.square().sum(dim=2).sqrt().t().reshape(-1, *self.feature_size)
         maps = gaussian_blur(upsample(distances, self.size), self.sigma)
         return maps, maps.flatten(1).amax(dim=1)

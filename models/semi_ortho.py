@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, feature_dim
 from models.embedding import make_projection
-from models.gaussian import RunningStats, fit_gaussian, mahalanobis
+from models.gaussian import RunningStats, SpilledStats, fit_gaussian, whitened_distance
 from models.postprocess import feature_size, gaussian_blur, upsample
 
 FORMAT = "semiortho-model"
-VERSION = 1
+VERSION = 2  # 2: sum zz^T stored packed (k(k+1)/2 per position); 1: full k x k, still read
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("config", "W", "stats", "backbone")  # "thresholds" and "meta" may be absent
-STATS_KEYS = ("n", "shift", "sum_z", "sum_zz")
+STATS_KEYS = {1: ("n", "shift", "sum_z", "sum_zz"), 2: ("n", "shift", "sum_z", "sum_zz_packed")}
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class SemiOrthogonal(torch.nn.Module):
         W = make_projection(feature_dim(config.backbone), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size)
-        self.stats: RunningStats | None = None
+        self.stats: RunningStats | SpilledStats | None = None
         self.register_buffer("mu", None)
-        self.register_buffer("chol", None)  # L with cov + eps I = L L^T
+        self.register_buffer("L_inv", None)  # L^{-1} with cov + eps I = L L^T: distances are |L^{-1} (z - mu)|
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
 
@@ -121,11 +122,11 @@ class SemiOrthogonal(torch.nn.Module):
             self.stats.update(buffer[:, :filled])
 
     def finalize(self, keep_stats: bool = False) -> None:
-        """mu and the Cholesky factor from the sums. Without keep_stats the sums' memory becomes the factor."""
+        """mu and L^{-1} from the sums. Without keep_stats the sums' memory becomes L^{-1}."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        self.mu, self.chol = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
-                                          in_place=not keep_stats)
+        self.mu, self.L_inv = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
+                                           in_place=not keep_stats, inverse=True)
         if not keep_stats:
             self.stats = None
 
@@ -135,9 +136,9 @@ class SemiOrthogonal(torch.nn.Module):
         return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
 
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
-        if self.chol is None:
+        if self.L_inv is None:
             raise RuntimeError("finalize() the model before scoring")
-        return mahalanobis(z, self.mu, self.chol).t().reshape(-1, *self.feature_size)
+        return whitened_distance(z, self.mu, self.L_inv).t().reshape(-1, *self.feature_size)
 
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
         """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4."""
@@ -149,10 +150,23 @@ class SemiOrthogonal(torch.nn.Module):
         maps = self.smooth(self.distances(images))
         return maps, maps.flatten(1).amax(dim=1)
 
+    def spill_and_finalize(self, path: str | Path) -> None:
+        """finalize() in the sums' memory, their packed copy kept in a raw file at `path` for save()."""
+        spilled = self.stats.spill(path)
+        self.finalize()
+        self.stats = spilled
+
+    def release_factor(self) -> None:
+        """Frees mu and L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
+        self.mu = self.L_inv = None
+
     def save(self, path: str | Path) -> None:
-        """Atomically writes config, W, the running sums, the backbone and thresholds (no pickled code)."""
+        """Atomically writes config, W, the running sums (packed), the backbone and thresholds (no pickled code).
+
+        Spilled sums (spill_and_finalize) are read back for the write and their file removed after it."""
         if self.stats is None:
-            raise RuntimeError("save() needs the running sums: call it before finalize() or keep_stats=True")
+            raise RuntimeError("save() needs the running sums: call it before finalize(), with keep_stats=True "
+                               "or after spill_and_finalize()")
         state = {
             "format": FORMAT, "version": VERSION,
             "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self.config).items()},
@@ -163,6 +177,9 @@ class SemiOrthogonal(torch.nn.Module):
             "backbone": {key: value.cpu() for key, value in self.extractor.state_dict().items()},
         }
         atomic_write(path, lambda tmp: torch.save(state, tmp))
+        if isinstance(self.stats, SpilledStats):
+            self.stats.discard()
+            self.stats = None
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
@@ -191,12 +208,14 @@ def read_model_file(path: str | Path) -> dict:
                         "it may be truncated: refit") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a semi-orthogonal model written by train.py")
-    if state.get("version") != VERSION:
-        raise UserError(f"{path} has model format version {state.get('version')}, this code reads {VERSION}; refit")
+    if state.get("version") not in READABLE_VERSIONS:
+        raise UserError(f"{path} has model format version {state.get('version')}, this code reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}; refit with this code")
     for key in REQUIRED_KEYS:
         if key not in state:
             raise UserError(f"{path} has no '{key}' entry; the file is damaged: refit or restore it")
-    missing = [key for key in STATS_KEYS if not isinstance(state["stats"], dict) or key not in state["stats"]]
+    keys = STATS_KEYS[state["version"]]
+    missing = [key for key in keys if not isinstance(state["stats"], dict) or key not in state["stats"]]
     if missing:
         raise UserError(f"{path} has no 'stats' entry '{missing[0]}'; the file is damaged: refit or restore it")
     return state
@@ -206,15 +225,6 @@ def build_extractor(backbone: str, weights: str, seed: int) -> FeatureExtractor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # --weights random is reproducible from the seed
         return FeatureExtractor(backbone, weights)
-
-
-def write_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
-    """Stores calibrated thresholds in an existing model file, atomically, without loading it into memory."""
-    if not thresholds:
-        return
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    state["thresholds"] = dict(thresholds)
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def config_from_state(state: dict) -> Config:

@@ -16,12 +16,14 @@ import torch
 import results
 from common import UserError
 from datasets.base import SegmentedLoader
-from models import SemiOrthogonal, calibrate, write_thresholds
+from models import SemiOrthogonal, calibrate
 from models.distributed import all_reduce_stats
 from models.semi_ortho import build_extractor
 from pipeline import outputs, progress
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
+
+SPILLED_SUMS = ".sums.packed"  # scratch file in the staging folder, removed once model.pt is written
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Scored:
     thresholds: dict[str, float]
     seconds: dict[str, float]
     n_fitted: int
-    model: SemiOrthogonal | None  # still holding its sums (GPU): saved whole; None: model.pt already staged
+    model: SemiOrthogonal | None  # its sums kept (GPU) or spilled to the staging folder (CPU); None: not saved
 
 
 @dataclass
@@ -100,13 +102,14 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     n_fitted = model.stats.n
     if rank != 0:
         return None
-    # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so they are saved first
-    # and the thresholds are added to the file later.
+    # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so their packed copy
+    # waits in a scratch file until model.pt is written, once, with the thresholds.
     keep_stats = device.type == "cuda"
-    if not keep_stats:
-        model.save(staging / results.MODEL_FILE)
     t = time.perf_counter()
-    model.finalize(keep_stats=keep_stats)
+    if keep_stats or not options.save_model:
+        model.finalize(keep_stats=keep_stats and options.save_model)
+    else:
+        model.spill_and_finalize(staging / SPILLED_SUMS)
     seconds["precision"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -126,17 +129,15 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         scores.defects = np.array([s.defect for s in plan.splits.test])
         scores.paths = np.array([str(s.image) for s in plan.splits.test])
     model.thresholds = thresholds
-    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if keep_stats else None)
+    model.release_factor()  # L is no longer needed: its memory goes before the sums are read back to save
+    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if options.save_model else None)
 
 
 def save_model(scored: Scored) -> None:
-    """Writes the whole model when it still has its sums (GPU), else adds the thresholds to the staged file."""
-    path = scored.staging / results.MODEL_FILE
+    """Writes model.pt once, sums and thresholds together (nothing with --no-save-model)."""
     if scored.model is not None:
-        scored.model.save(path)
+        scored.model.save(scored.staging / results.MODEL_FILE)
         scored.model = None  # frees the sums once written
-    else:
-        write_thresholds(path, scored.thresholds)
 
 
 def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:

@@ -25,3 +25,4 @@ class RunOptions:
     fpr: float = 0.3
     nsamples: int = 1000
     overwrite: bool = False
+    save_model: bool = True  # False (--no-save-model): scores, metrics and the report only

@@ -8,6 +8,7 @@ from pathlib import Path
 from common import UserError
 from datasets import loader
 from datasets.base import ImageDataset, Sample, Splits
+from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
@@ -83,8 +84,8 @@ def check_resume(options: RunOptions, stored: Config, protocol: str | None = Non
                             f"fit a new model or pass {flag} {have}")
 
 
-def segments_of(plan: Plan, rank: int, world: int) -> list[ImageDataset]:
+def segments_of(plan: Plan, rank: int, world: int, cache: ImageCache | None = None) -> list[ImageDataset]:
     """What this rank decodes for a category: its shard of the fit images; rank 0 also validation and test."""
     parts = [shard(plan.fit, rank, world)] + ([plan.val, plan.splits.test] if rank == 0 else [])
-    return [ImageDataset(part, plan.config.image_size, plan.config.crop, plan.config.protocol, plan.dataset)
+    return [ImageDataset(part, plan.config.image_size, plan.config.crop, plan.config.protocol, plan.dataset, cache)
             for part in parts]

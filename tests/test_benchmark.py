@@ -15,11 +15,25 @@ def test_benchmark_reports_every_phase(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     phases = [row["phase"] for row in report["phases"]]
-    for phase in ("decode", "backbone forward", "projection + statistics", "precision (Cholesky)",
+    for phase in ("decode", "backbone forward", "projection + statistics", "precision (Cholesky and L^-1)",
                   "scoring (projection + distance)", "upsampling + smoothing", "metric aupro", "metric paper_roc",
-                  "write model", "write scores + metrics"):
+                  "write model (packed sums)", "write scores + metrics"):
         assert phase in phases
     assert all(row["seconds"] >= 0 and row["peak_rss_mb"] > 0 for row in report["phases"])
     summary = report["summary"]
     assert summary["end_to_end_s"] > 0 and summary["floor_process_s"] > 0 and summary["end_to_end_peak_rss_mb"] > 100
     assert "| phase |" in result.stdout
+
+
+def test_benchmark_compares_model_formats_and_scoring(tmp_path):
+    out = tmp_path / "compare.json"
+    for mode in ("model-file", "scoring"):
+        result = subprocess.run([sys.executable, "tools/benchmark.py", "--root", str(tmp_path), "--compare", mode,
+                                 "--image-size", "64", "--k", "10", "--scoring-k", "10", "--json", str(out)],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = json.loads(out.read_text())[mode]
+        if mode == "model-file":  # 256 positions x (100 - 55) sums x 4 bytes fewer, up to the zip's padding
+            assert abs(rows[0]["bytes"] - rows[1]["bytes"] - 256 * 45 * 4) < 2048
+        else:
+            assert rows[0]["max_rel_diff"] < 1e-5 and rows[0]["solve_s"] > 0 and rows[0]["gemm_s"] > 0

@@ -5,6 +5,7 @@
     python tools/benchmark.py --memory-scaling --n-train 100 400      # peak RSS vs training images
     python tools/benchmark.py --cost-table                            # approx x k: fit / score time, memory
     python tools/benchmark.py --suite mvtec --device cuda --workers 12 # 15 MVTec-shaped categories
+    python tools/benchmark.py --compare model-file|scoring|cache      # see tools/benchmark_compare.py
 
 Data are synthetic categories in the MVTec AD layout, generated once under --root. "phases" runs
 the model's own functions one phase at a time on decoded images held in memory; "end to end" runs
@@ -186,9 +187,9 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
             model.fit_embeddings(model.project(f) for f in fit_features)
         del fit_features
         out = Path(tempfile.mkdtemp(dir=root))
-        with Phase(report, "write model", 1, device):
+        with Phase(report, "write model (packed sums)", 1, device):
             model.save(out / "model.pt")
-        with Phase(report, "precision (Cholesky)", model.positions, device):
+        with Phase(report, "precision (Cholesky and L^-1)", model.positions, device):
             model.finalize()
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
@@ -214,7 +215,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     return report
 
 
-def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, **overrides) -> list[str]:
+def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, *flags: str,
+                  **overrides) -> list[str]:
     options = {"--model": args.model, "--k": str(args.k), "--approx": args.approx,
                "--backbone-dtype": args.backbone_dtype,
                "--image-size": str(args.image_size), "--device": args.device, **overrides}
@@ -226,7 +228,7 @@ def train_command(root: Path, category: str, args: argparse.Namespace, experimen
         command += ["--workers", str(args.workers)]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
-    return command
+    return command + list(flags)
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -237,7 +239,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
 
 
 def main() -> None:
@@ -259,6 +263,11 @@ def main() -> None:
     p.add_argument("--cost-table", action="store_true")
     p.add_argument("--suite", choices=["mvtec"], default=None)
     p.add_argument("--suite-scale", type=float, default=1.0, help="shrink the suite's counts and sizes (dry runs)")
+    p.add_argument("--compare", choices=["model-file", "scoring", "cache"], default=None,
+                   help="model file format 1 vs 2, triangular solve vs GEMM, or no / cold / warm --cache")
+    p.add_argument("--scoring-k", type=int, nargs="+", default=[100, 300], help="k values of --compare scoring")
+    p.add_argument("--suite-cache", action="store_true",
+                   help="--suite twice with train.py --cache: an empty cache, then the filled one")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--floor-only", nargs="+", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on stderr only on a terminal)")
@@ -271,7 +280,9 @@ def main() -> None:
         return
     args.workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
     results: dict = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "floor_only"}}
-    if args.suite:
+    if args.compare:
+        results[args.compare] = compare(root, args)
+    elif args.suite:
         results["suite"] = suite(root, args)
     elif args.cost_table:
         results["cost_table"] = cost_table(root, args)
@@ -281,6 +292,21 @@ def main() -> None:
         results.update(single(root, args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def compare(root: Path, args: argparse.Namespace) -> list[dict]:
+    import benchmark_compare
+
+    if args.compare == "model-file":
+        rows = benchmark_compare.model_file(root, args)
+    elif args.compare == "scoring":
+        rows = benchmark_compare.scoring(args)
+    else:
+        name = f"{args.category}_{args.n_train[0]}_{args.n_test}_{args.image_size}"
+        make_category(root, name, args.category, args.n_train[0], args.n_test, args.image_size, None)
+        rows = benchmark_compare.cache_runs(root, name, args, train_command, run_child)
+    print(table(rows, list(dict.fromkeys(key for row in rows for key in row))))
+    return rows
 
 
 def machine() -> dict:
@@ -378,7 +404,11 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
     generated = time.perf_counter() - start
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         exp = Path(tmp) / "exp"
-        end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp))
+        extra = {"--cache": str(Path(tmp) / "cache")} if args.suite_cache else {}
+        end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp, **extra))
+        if args.suite_cache:  # the first run filled the cache; the second is the sweep's usual run
+            cold = end_to_end
+            end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp, "--overwrite", **extra))
         outputs = {c: exp / "mvtecad" / c for c in MVTEC_SHAPE}
         per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
         metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
@@ -391,6 +421,8 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
     summary = {"images": images, "generate_s": generated, "end_to_end_s": end_to_end["seconds"],
                "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
                "floor_process_s": floor_run["seconds"], "ratio_to_floor": end_to_end["seconds"] / floor_run["seconds"]}
+    if args.suite_cache:
+        summary = {**summary, "cold_cache_end_to_end_s": cold["seconds"]}  # end_to_end_s: the warm run
     print(table([summary], list(summary)))
     rows = [{"category": c, **{k: v for k, v in s.items() if not k.startswith("metric_")},
              "metrics": sum(v for k, v in s.items() if k.startswith("metric_"))} for c, s in per_category.items()]

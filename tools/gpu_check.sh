@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine (the device tool runs it as `bash tools/gpu_check.sh`):
+# Checks for a GPU machine; run from the repository root: `bash tools/gpu_check.sh` (results in $OUT):
 #   1. the same synthetic category fitted on the CPU and on the GPU: metrics and statistics agree;
 #   2. torchrun with one GPU equals the plain run;
-#   3. the MVTec-shaped suite (15 categories, MVTec AD's counts and sizes), WRN-50-2, k = 300.
-# SCALE < 1 shrinks the suite for a dry run on a CPU (DEVICE=cpu); SUITE_ONLY=1 runs step 3 alone.
+#   3. the MVTec-shaped suite (15 categories, MVTec AD's counts and sizes), WRN-50-2, k = 300, model files written;
+#   4. the same suite twice with --cache: an empty cache, then the warm one (what a sweep's later runs cost).
+# SCALE < 1 shrinks the suite for a dry run on a CPU (DEVICE=cpu); SUITE_ONLY=1 runs steps 3 and 4 alone.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}; SCALE=${SCALE:-1}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-14}
 PY=${PYTHON:-python3}
@@ -35,12 +36,15 @@ models = {name: SemiOrthogonal.load(f"{path}/model.pt") for name, path in runs.i
 for other in (device, "ddp"):
     delta = {m: round(metrics[other][m] - metrics["cpu"][m], 6) for m in metrics["cpu"]}
     mu = (models[other].mu - models["cpu"].mu).abs().max().item() / models["cpu"].mu.abs().max().item()
-    chol = (models[other].chol - models["cpu"].chol).abs().max().item() / models["cpu"].chol.abs().max().item()
-    print(f"{other} - cpu: metrics {delta}; max relative difference mu {mu:.2e}, L {chol:.2e}")
+    L_inv = (models[other].L_inv - models["cpu"].L_inv).abs().max().item() / models["cpu"].L_inv.abs().max().item()
+    print(f"{other} - cpu: metrics {delta}; max relative difference mu {mu:.2e}, L^-1 {L_inv:.2e}")
 PY
 fi
 log "3. MVTec-shaped suite, wide_resnet50_2 k=300 on $DEVICE"
 $PY tools/benchmark.py --suite mvtec --suite-scale "$SCALE" --root "$work/suite" --device $DEVICE \
   --model wide_resnet50_2 --k 300 --workers "$WORKERS" --json "$OUT/suite.json"
+log "4. the suite with --cache: cold, then warm"
+$PY tools/benchmark.py --suite mvtec --suite-scale "$SCALE" --root "$work/suite" --device $DEVICE \
+  --model wide_resnet50_2 --k 300 --workers "$WORKERS" --suite-cache --json "$OUT/suite_cache.json"
 log done
 rm -rf "$work"

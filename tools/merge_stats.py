@@ -17,6 +17,7 @@ import torch
 
 from common import UserError, atomic_write, run_cli
 from models import Config, RunningStats, read_model_file
+from models.semi_ortho import VERSION
 
 # W is drawn from (k, approx, seed); the statistics are of features computed at backbone_dtype
 MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop", "protocol")
@@ -67,6 +68,7 @@ def merge(paths: list[Path]) -> dict:
         fitted.append((path, state["stats"]))
         stats.merge(RunningStats.from_state(state["stats"]))
     merged["stats"] = stats.state()
+    merged["version"] = VERSION  # the sums are now stored packed, also when the inputs were format 1
     merged["thresholds"] = {}
     return merged
 
