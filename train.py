@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections import deque
-from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -24,10 +21,9 @@ from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
-from pipeline.background import Background
-from pipeline.category import CategoryResult, finish, fit_and_score, save_model
 from pipeline.options import RunOptions
 from pipeline.plan import plan_category, segments_of
+from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
 
 
 def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
@@ -177,21 +173,6 @@ def optional_path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def default_workers(device: torch.device) -> int:
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return min(12, cores)
-    return 0 if cores <= 2 else 2
-
-
 def headline(category: str, metrics: dict, metric: str) -> str:
     if not metrics:
         return f"{category}: no defective test images: no metrics (model and thresholds written)"
@@ -220,17 +201,6 @@ def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOpt
     return wanted
 
 
-def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwrite: bool) -> dict[str, Path]:
-    """Each category's folder, after removing what dead runs left there; refuses earlier results."""
-    out_dirs = {c: experiment / dataset / c for c in categories}
-    for out_dir in out_dirs.values():
-        for note in outputs.clean_stale(out_dir):
-            print(f"warning: {note}", file=sys.stderr)
-        if outputs.holds_results(out_dir) and not overwrite:
-            raise UserError(f"{out_dir} already holds results; pass --overwrite or another --experiment")
-    return out_dirs
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = Path(args.dataroot).expanduser() if args.dataroot else None
@@ -250,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.workers if args.workers is not None else default_workers(device),
                            pin_memory=device.type == "cuda")
     with progress.bars(len(plans), progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
-        done = run_categories(options, plans, data, device, rank, world, args.metric)
+        done = run_categories(options, plans, data, device, rank, world,
+                              lambda r: progress.finished(headline(r.category, r.metrics, args.metric)))
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -262,37 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         print(headline("mean", means, args.metric))
     print(f"results: {options.report}")
     return 0
-
-
-def run_categories(options: RunOptions, plans: list, data: SegmentedLoader, device: torch.device, rank: int,
-                   world: int, metric: str) -> list[CategoryResult]:
-    """Fits each category on the device while the previous one's metrics and files are finished in the
-    background (model files, 1.6 GB for WRN-50-2, by a thread of their own, two at most in flight)."""
-    done: list[CategoryResult] = []
-    finishing: deque[Future] = deque()
-
-    def report_finished() -> None:
-        while finishing:
-            result = finishing.popleft().result()
-            progress.finished(headline(result.category, result.metrics, metric))
-            done.append(result)
-
-    extractors: dict = {}
-    with Background(limit=2) as saving, Background(limit=1) as finisher:
-        for plan in plans:
-            if device.type == "cpu":  # on the CPU, overlap would double the peak memory
-                report_finished()
-            staging = outputs.stage(plan.out_dir) if rank == 0 else None
-            try:
-                scored = fit_and_score(options, plan, data, device, staging, rank, world, extractors)
-            except BaseException:
-                outputs.discard(staging)
-                raise
-            report_finished()
-            if scored is not None:
-                finishing.append(finisher.submit(finish, options, scored, saving.submit(save_model, scored)))
-        report_finished()
-    return done
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""A run of several categories: the device, the output folders, and the loop that fits one category
+while the previous one is finished in the background."""
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+
+from common import UserError
+from datasets.base import SegmentedLoader
+from pipeline import outputs
+from pipeline.background import Background
+from pipeline.category import CategoryResult, finish, fit_and_score, save_model
+from pipeline.options import RunOptions
+from pipeline.plan import Plan
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def default_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(12, cores)
+    return 0 if cores <= 2 else 2
+
+
+def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwrite: bool) -> dict[str, Path]:
+    """Each category's folder, after removing what dead runs left there; refuses earlier results."""
+    out_dirs = {c: experiment / dataset / c for c in categories}
+    for out_dir in out_dirs.values():
+        for note in outputs.clean_stale(out_dir):
+            print(f"warning: {note}", file=sys.stderr)
+        if outputs.holds_results(out_dir) and not overwrite:
+            raise UserError(f"{out_dir} already holds results; pass --overwrite or another --experiment")
+    return out_dirs
+
+
+def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader, device: torch.device, rank: int,
+                   world: int, announce: Callable[[CategoryResult], None]) -> list[CategoryResult]:
+    """Fits each category on the device while the previous one's metrics and files are finished in the
+    background (model files, 1.6 GB for WRN-50-2, by a thread of their own, two at most in flight).
+    `announce` is called with each committed category, in order."""
+    done: list[CategoryResult] = []
+    finishing: deque[Future] = deque()
+
+    def report_finished() -> None:
+        while finishing:
+            result = finishing.popleft().result()
+            announce(result)
+            done.append(result)
+
+    extractors: dict = {}
+    with Background(limit=2) as saving, Background(limit=1) as finisher:
+        for plan in plans:
+            if device.type == "cpu":  # on the CPU, overlap would double the peak memory
+                report_finished()
+            staging = outputs.stage(plan.out_dir) if rank == 0 else None
+            try:
+                scored = fit_and_score(options, plan, data, device, staging, rank, world, extractors)
+            except BaseException:
+                outputs.discard(staging)
+                raise
+            report_finished()
+            if scored is not None:
+                finishing.append(finisher.submit(finish, options, scored, saving.submit(save_model, scored)))
+        report_finished()
+    return done
