@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from trees import write_category
 
 import datasets.base
 import train
@@ -15,6 +14,7 @@ from common import UserError
 from datasets.base import ImageDataset, Sample
 from datasets.cache import ImageCache
 from datasets.mvtec import load
+from tests.helpers.data import write_category
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trees import write_category
 
 import train
 from common import UserError
 from models import Config, RunningStats, SemiOrthogonal, read_model_file
 from models.gaussian import pack_lower, unpack_lower
+from tests.helpers.data import write_category
 
 CONFIG = Config(backbone="resnet18", k=10, image_size=(32, 32), seed=7)
 
