@@ -321,7 +321,8 @@ def test_evaluate_returns_every_metric_and_fills_timings():
     labels = masks.any(axis=(1, 2))
     timings = {}
     result = evaluate(maps, masks, scores, labels, fpr_limit=0.2, num_thresholds=100, timings=timings)
-    assert set(result) == set(timings) == {"aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc"}
+    assert set(result) == set(timings) == {"aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc",
+                                                 "paper_ap"}
     assert all(isinstance(v, float) for v in result.values())
     assert all(t >= 0 for t in timings.values())
     assert result["aupro"] == aupro(maps, masks, 0.2)

@@ -10,7 +10,8 @@ configuration: a table with one row per category and a `mean` row, one column pe
 Fold 3 | Avg (Std) | KolektorSDD2, where Std is the sample standard deviation (n - 1) over the folds
 and the KolektorSDD2 column takes the `kolektor2` row of the same model, approx, k and seed.
 Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of aupro,
-pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five).
+pixel_auroc, image_auroc, paper_pro, paper_roc, paper_ap (default: every one the CSV has; files written
+before paper_ap existed have five). Runs with different `--label` tags are different configurations.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import _root  # noqa: F401
 from common import UserError, atomic_write, run_cli
 from results import METRICS, read_rows
 
-CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed"]
+CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
                   "mstc": "mSTC", "synthetic": "Synthetic"}
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
@@ -57,10 +58,11 @@ def std(values: list[float]) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def category_rows(path: Path) -> list[dict[str, str]]:
-    """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed."""
+def category_rows(path: Path, metrics: list[str] | None = None) -> list[dict[str, str]]:
+    """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed.
+    `metrics`: the columns asked for (default: the original five, which every results.csv has)."""
     rows = read_rows(path)
-    missing = [c for c in ["dataset", "category", *METRICS] if rows and c not in rows[0]]
+    missing = [c for c in ["dataset", "category", *(metrics or METRICS[:5])] if rows and c not in rows[0]]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
     return [row for row in rows if row.get("category") and row["category"] != "mean"]
@@ -77,7 +79,8 @@ def config_label(config: tuple) -> str:
     title = DATASET_TITLES.get(c["dataset"], c["dataset"])
     parts = [p for p in (c["model"], c["approx"], f"k={c['k']}" if c["k"] else "",
                          f"eps={c['eps']}" if c["eps"] else "", c["image_size"],
-                         f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "") if p]
+                         f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "",
+                         f"label {c['label']}" if c["label"] else "") if p]
     return f"{title}: {', '.join(parts)}"
 
 
@@ -170,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"columns, comma-separated (default: {','.join(METRICS)})")
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metric)
-    rows = category_rows(args.results)
+    rows = category_rows(args.results, metrics if args.metric else None)
+    if not args.metric:  # every metric this file has
+        metrics = [m for m in metrics if not rows or m in rows[0]]
     if not rows:
         raise UserError(f"{args.results} has no result rows; run train.py first")
     text = summarize(rows, metrics)
