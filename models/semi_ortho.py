@@ -32,6 +32,8 @@ class Config:
     unbiased: bool = False
     sigma: float = 4.0
     backbone_dtype: str = "float32"  # or "bfloat16": the backbone alone runs in it; W, statistics stay float32
+    layers: tuple[int, ...] = (1, 2, 3)  # stages tapped as x (ablation; files without it used all three)
+    pre_relu: bool = False  # ResNets: tap each stage before its final ReLU (ablation)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -45,8 +47,9 @@ class SemiOrthogonal(torch.nn.Module):
         """`extractor`: an already built backbone to share between models (building WRN-50-2 takes seconds)."""
         super().__init__()
         self.config = config
-        self.extractor = extractor or build_extractor(config.backbone, weights, config.seed)
-        W = make_projection(feature_dim(config.backbone), config.k, config.approx, config.seed)
+        self.extractor = extractor or build_extractor(config.backbone, weights, config.seed, config.layers,
+                                                      config.pre_relu)
+        W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size)
         self.stats: RunningStats | None = None
@@ -201,10 +204,11 @@ def read_model_file(path: str | Path) -> dict:
     return state
 
 
-def build_extractor(backbone: str, weights: str, seed: int) -> FeatureExtractor:
+def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),
+                    pre_relu: bool = False) -> FeatureExtractor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # --weights random is reproducible from the seed
-        return FeatureExtractor(backbone, weights)
+        return FeatureExtractor(backbone, weights, layers, pre_relu)
 
 
 def write_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
@@ -219,4 +223,5 @@ def write_thresholds(path: str | Path, thresholds: dict[str, float]) -> None:
 def config_from_state(state: dict) -> Config:
     config = state["config"]
     return Config(**{**config, "image_size": tuple(config["image_size"]),
-                     "crop": tuple(config["crop"]) if config["crop"] else None})
+                     "crop": tuple(config["crop"]) if config["crop"] else None,
+                     "layers": tuple(config.get("layers", (1, 2, 3)))})
