@@ -12,6 +12,8 @@ from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, feature_dim
 from models.embedding import make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
+from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
+from models.pooled import PooledStats, fit_pooled
 from models.postprocess import feature_size, gaussian_blur, upsample
 
 FORMAT = "semiortho-model"
@@ -55,6 +57,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.stats: RunningStats | None = None
         self.register_buffer("mu", None)
         self.register_buffer("chol", None)  # L with cov + eps I = L L^T
+        self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
 
@@ -109,7 +112,7 @@ class SemiOrthogonal(torch.nn.Module):
         writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small updates are memory-bound.
         """
         if self.stats is None:
-            self.stats = RunningStats(self.positions, self.W.shape[1], self.device)
+            self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
         buffer, filled = None, 0
         for z in embeddings:
             if buffer is None:
@@ -126,8 +129,14 @@ class SemiOrthogonal(torch.nn.Module):
         """mu and the Cholesky factor from the sums. Without keep_stats the sums' memory becomes the factor."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        self.mu, self.chol = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
-                                          in_place=not keep_stats)
+        c = self.config
+        if c.approx == "global":
+            self.precision = fit_pooled(self.stats, c.eps, c.unbiased)
+        elif c.approx in EIGEN_APPROXIMATIONS:
+            self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size,
+                                       in_place=not keep_stats)
+        else:
+            self.mu, self.chol = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats)
         if not keep_stats:
             self.stats = None
 
@@ -137,6 +146,8 @@ class SemiOrthogonal(torch.nn.Module):
         return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
 
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
+        if self.precision is not None:
+            return self.precision.distance(z).t().reshape(-1, *self.feature_size)
         if self.chol is None:
             raise RuntimeError("finalize() the model before scoring")
         return mahalanobis(z, self.mu, self.chol).t().reshape(-1, *self.feature_size)
@@ -175,7 +186,7 @@ class SemiOrthogonal(torch.nn.Module):
         model.thresholds = dict(state.get("thresholds") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
         model.to(device)
-        model.stats = RunningStats.from_state(state["stats"], device)
+        model.stats = stats_class(model.config.approx).from_state(state["stats"], device)
         if finalize:
             model.finalize(keep_stats=True)
         return model
@@ -202,6 +213,11 @@ def read_model_file(path: str | Path) -> dict:
     if missing:
         raise UserError(f"{path} has no 'stats' entry '{missing[0]}'; the file is damaged: refit or restore it")
     return state
+
+
+def stats_class(approx: str) -> type[RunningStats]:
+    """global keeps F x F sums pooled over positions; every other approx one k x k sum per position."""
+    return PooledStats if approx == "global" else RunningStats
 
 
 def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),
