@@ -111,7 +111,8 @@ def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, s
     means = {m: float(np.mean([s["metrics"][m] for s in summaries])) for m in METRICS}
     first = summaries[0]
     row = {"dataset": dataset, "category": "mean", "model": first["model"], "approx": first["approx"],
-           "k": first["k"], "seed": first["seed"], **{m: f"{v:.6f}" for m, v in means.items()}}
+           "k": first["k"], "seed": first["seed"], "label": first.get("label", ""),
+           **{m: f"{v:.6f}" for m, v in means.items()}}
     return {key: str(row.get(key, "")) for key in CSV_COLUMNS}, means
 
 

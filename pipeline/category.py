@@ -70,10 +70,11 @@ def build_model(options: RunOptions, plan: Plan, device: torch.device, extractor
         model = SemiOrthogonal.load(options.resume, device, finalize=False)
         model.config = plan.config
         return model
-    key = (plan.config.backbone, plan.config.seed)
+    c = plan.config
+    key = (c.backbone, c.seed, c.layers, c.pre_relu)
     if key not in extractors:
         try:
-            extractors[key] = build_extractor(plan.config.backbone, options.weights, plan.config.seed).to(device)
+            extractors[key] = build_extractor(c.backbone, options.weights, c.seed, c.layers, c.pre_relu).to(device)
         except UserError as e:  # the model speaks of weights; the user needs the flag
             raise UserError(f"--weights {options.weights}: {e}; --weights PATH and --weights random also work") \
                 from None
@@ -97,6 +98,11 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
     n_fitted = model.stats.n
+    say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
+    c = plan.config
+    say(f"{plan.category}: fit {n_fitted} images in {seconds['fit']:.2f} s: {model.positions} positions, "
+        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
+        flush=True)
     if rank != 0:
         return None
     # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so they are saved first
@@ -107,6 +113,8 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     t = time.perf_counter()
     model.finalize(keep_stats=keep_stats)
     seconds["precision"] = time.perf_counter() - t
+    say(f"{plan.category}: precision in {seconds['precision']:.2f} s: {precision_bytes(model) / 1e9:.3f} GB",
+        flush=True)
 
     t = time.perf_counter()
     thresholds = {}
@@ -117,14 +125,27 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
               "no thresholds stored", file=sys.stderr)
     seconds["calibrate"] = time.perf_counter() - t
+    say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
+        f"{seconds['calibrate']:.2f} s", flush=True)
     t = time.perf_counter()
     scores = score(model, data.next_segment())
     seconds["score"] = time.perf_counter() - t
+    say(f"{plan.category}: score {len(scores)} test images in {seconds['score']:.2f} s", flush=True)
     seconds["device_total"] = time.perf_counter() - start
     scores.defects = np.array([s.defect for s in plan.splits.test])
     scores.paths = np.array([str(s.image) for s in plan.splits.test])
     model.thresholds = thresholds
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if keep_stats else None)
+
+
+def nbytes(tensors: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values() if t.dim())
+
+
+def precision_bytes(model: SemiOrthogonal) -> int:
+    """What scoring holds: mu and L, or the --approx alternative's tensors."""
+    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "chol": model.chol}
+    return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 
 def save_model(scored: Scored) -> None:
@@ -148,7 +169,8 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "fpr_limit": options.fpr, "num_thresholds": options.nsamples, "n_train": len(plan.fit),
         "n_val": len(plan.val), "n_test": len(plan.splits.test), "metrics": {}, "seconds": scored.seconds,
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
-        "n_fitted_total": scored.n_fitted,
+        "n_fitted_total": scored.n_fitted, "label": options.label, "layers": list(config.layers),
+        "pre_relu": config.pre_relu,
     }
 
 
@@ -163,6 +185,11 @@ def finish(options: RunOptions, scored: Scored, model_saved: Future) -> Category
         summary["metrics"] = metric_functions.evaluate(s.maps, s.masks, s.image_scores, s.labels,
                                                        fpr_limit=options.fpr, num_thresholds=options.nsamples,
                                                        timings=timings)
+        if options.metric == "fpr":  # the authors' --metric fpr, printed only: not one of results.METRICS
+            summary["metrics"]["paper_fpr"] = metric_functions.paper_fpr(s.maps, s.masks, options.fpr, options.nsamples)
+        if options.verbose:
+            print(f"{scored.plan.category}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+                  flush=True)
         t = time.perf_counter()
         results.write_scores(scored.staging / results.SCORES_FILE, s)
         seconds = summary["seconds"]

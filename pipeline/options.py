@@ -25,3 +25,8 @@ class RunOptions:
     fpr: float = 0.3
     nsamples: int = 1000
     overwrite: bool = False
+    metric: str = "auproc"  # the headline; fpr also computes paper_fpr
+    label: str = ""  # free tag, stored in metrics.json and results.csv
+    layers: tuple[int, ...] | None = (1, 2, 3)
+    pre_relu: bool | None = False
+    verbose: bool = False
