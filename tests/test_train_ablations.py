@@ -9,6 +9,7 @@ from trees import write_category
 import results
 import train
 from common import UserError
+from tools.summarize import main as summarize_main
 
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
         "--batch-size", "4"]
@@ -39,6 +40,10 @@ def test_label_convention_global_fpr_and_verbose(root, tmp_path, capsys):
         summary["metrics"]["paper_ap"], abs=1e-6)
     assert train.main(argv[:10] + ["--metric", "ap", "--overwrite", "--experiment", str(exp), *FAST]) == 0
     assert "toy: SEG AP" in capsys.readouterr().out
+    assert summarize_main([str(exp / "results.csv")]) == 0  # the sixth column and the label reach the table
+    text = capsys.readouterr().out
+    assert "| Category | aupro | pixel_auroc | image_auroc | paper_pro | paper_roc | paper_ap |" in text
+    assert "label ablation_preReLU_128" in text
 
 
 @pytest.mark.parametrize("extra, needle", [
