@@ -121,3 +121,21 @@ def test_full_covariance_is_refused_for_wrn50_with_its_size():
     check_feasible("lowrank", 448, 100, (64, 64))
     with pytest.raises(UserError, match="lowranki"):
         check_feasible("lowranki", 16, 8, (64, 64))
+
+
+def test_merge_stats_merges_global_fits(tmp_path):
+    from tools.merge_stats import merge
+
+    torch.manual_seed(1)
+    images, test = torch.randn(6, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    config = Config(backbone="resnet18", approx="global", k=64, image_size=(32, 32), layers=(1,), eps=0.1)
+    for name, part in (("a", images[:2]), ("b", images[2:])):
+        model = SemiOrthogonal(config, weights="random")
+        model.fit([part])
+        model.save(tmp_path / f"{name}.pt")
+    torch.save(merge([tmp_path / "a.pt", tmp_path / "b.pt"]), tmp_path / "merged.pt")
+    whole = SemiOrthogonal(config, weights="random")
+    whole.fit([images])
+    whole.finalize()
+    merged = SemiOrthogonal.load(tmp_path / "merged.pt")
+    torch.testing.assert_close(merged.distances(test), whole.distances(test), rtol=1e-4, atol=1e-4)
