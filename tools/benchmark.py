@@ -198,7 +198,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
                      ("pixel_auroc", lambda: metrics.pixel_auroc(maps, masks)),
                      ("image_auroc", lambda: metrics.image_auroc(scores, labels)),
                      ("paper_pro", lambda: metrics.paper_pro(maps, masks, args.fpr)),
-                     ("paper_roc", lambda: metrics.paper_roc(maps, masks))):
+                     ("paper_roc", lambda: metrics.paper_roc(maps, masks)),
+                     ("paper_ap", lambda: metrics.paper_ap(maps, masks, args.fpr))):
         with Phase(report, f"metric {name}", len(maps), device):
             fn()
     with Phase(report, "write scores + metrics", len(maps), device):
