@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, feature_dim
-from models.embedding import make_projection
+from models.embedding import IDENTITY, make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
 from models.pooled import PooledStats, fit_pooled
@@ -87,6 +87,10 @@ class SemiOrthogonal(torch.nn.Module):
         upsampling commutes with a per-position linear map, so this equals projecting the F-channel
         concatenation, without ever building it.
         """
+        if self.config.approx in IDENTITY:  # W = I: the concatenation itself, without F x F multiply-adds
+            z = torch.cat([f if f.shape[-2:] == self.feature_size else
+                           F.interpolate(f, size=self.feature_size, mode="nearest") for f in features], dim=1)
+            return z.reshape(z.shape[0], z.shape[1], -1).permute(2, 0, 1)
         z = None
         start = 0
         for feature in features:
