@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
                           "model down; else 2 on CPU, up to 12 with a GPU)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run.add_argument("--fpr", type=float, default=0.3, help="FPR limit of the PRO integral (default 0.3)")
+    run.add_argument("--fpr", type=float, default=0.3,
+                     help="FPR limit of the PRO integral; recall limit of paper_ap (default 0.3)")
     run.add_argument("--metric", choices=["auproc", "auroc", "ap", "fpr"], default="auproc",
                      help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
                           "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
