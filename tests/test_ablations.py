@@ -48,7 +48,7 @@ def hooked_taps(reference, x, pre_relu):
 def test_taps_equal_torchvision_tensors(name, layers, pre_relu, tmp_path):
     reference, weights = reference_with_weights(name, tmp_path)
     extractor = FeatureExtractor(name, weights, layers, pre_relu)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 48, 48)
     expected = hooked_taps(reference, x, pre_relu)
     with torch.no_grad():
         ours = extractor(x)
