@@ -333,7 +333,8 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
     configs = [("resnet18", a, k) for k in (50, 100, 200) for a in ("sample", "ortho")]
     configs += [("resnet18", "full", 448)] + [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
     configs += [("wide_resnet50_2", "full", 1792)]
-    configs += [("resnet18", "global", 448)] + [("resnet18", a, 100) for a in ("lowrank", "lowranki", "null")]
+    configs += [("resnet18", "gaussian", 100), ("resnet18", "global", 448)]
+    configs += [("resnet18", a, 100) for a in ("lowrank", "lowranki", "null")]
     configs += [("wide_resnet50_2", "global", 1792), ("wide_resnet50_2", "lowrank", 300)]
     if args.cost_only:
         wanted = {tuple(item.split(":")) for item in args.cost_only.split(",")}
