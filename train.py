@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.model = args.model or "wide_resnet50_2"
     apply_label(args)
     if args.resume is None:
-        args.layers = args.layers or ALL_LAYERS
+        args.layers = ALL_LAYERS if args.layers is None else args.layers  # () is refused below
         args.pre_relu = bool(args.pre_relu)
         check_layers(args.model, args.layers, args.pre_relu)
         args.approx = args.approx or "ortho"
@@ -143,11 +143,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def apply_label(args: argparse.Namespace) -> None:
     """--layers parsed; the authors' --label convention sets --layers and --pre-relu, saying so."""
-    if args.layers is not None:
-        try:
-            args.layers = tuple(sorted({int(v) for v in args.layers.split(",") if v.strip()}))
-        except ValueError:
-            raise UserError(f"--layers {args.layers}: pass stage numbers separated by commas, e.g. 1,2,3") from None
+    try:
+        args.layers = None if args.layers is None else tuple(sorted({int(v) for v in args.layers.split(",") if v}))
+    except ValueError:
+        raise UserError(f"--layers {args.layers}: pass stage numbers separated by commas, e.g. 1,2,3") from None
     said = []
     suffix = args.label.rsplit("_", 1)[-1] if "_" in args.label else ""
     if suffix in LABEL_LAYERS and args.model == "resnet18":
