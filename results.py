@@ -3,7 +3,7 @@ visualizer, tools/summarize.py and the tests read back.
 
 A category folder `<experiment>/<dataset>/<category>/` holds:
 
-- `metrics.json`: settings, the five metrics, thresholds and seconds per phase (`write_metrics`).
+- `metrics.json`: settings, the six metrics, thresholds and seconds per phase (`write_metrics`).
 - `scores.npz`: score maps (float16), masks, labels, image scores, defect names, image paths
   (`Scores`, `write_scores` / `read_scores`).
 - `model.pt`: the fitted model (models/semi_ortho.py owns that format).
@@ -30,8 +30,8 @@ import numpy as np
 
 from common import UserError, atomic_write, write_json
 
-METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc")
-CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "n_train",
+METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "paper_ap")
+CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "n_train",
                "n_val", "n_test", *METRICS, "seconds", "output", "protocol")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
@@ -111,7 +111,8 @@ def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, s
     means = {m: float(np.mean([s["metrics"][m] for s in summaries])) for m in METRICS}
     first = summaries[0]
     row = {"dataset": dataset, "category": "mean", "model": first["model"], "approx": first["approx"],
-           "k": first["k"], "seed": first["seed"], "protocol": first.get("protocol", ""),
+           "k": first["k"], "seed": first["seed"], "label": first.get("label", ""),
+           "protocol": first.get("protocol", ""),
            **{m: f"{v:.6f}" for m, v in means.items()}}
     return {key: str(row.get(key, "")) for key in CSV_COLUMNS}, means
 

@@ -19,11 +19,14 @@ from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
+from models.backbone import ALL_LAYERS, check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
 from pipeline.options import RunOptions
 from pipeline.plan import plan_category, segments_of
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
+
+LABEL_LAYERS = {"64": (1,), "128": (2,), "256": (3,), "448": ALL_LAYERS}  # ResNet-18's channels per stage
 
 
 def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
@@ -72,9 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", default="imagenet", help="imagenet (default), random, or a state-dict file")
     model.add_argument("--approx", default=None, choices=APPROXIMATIONS,
                        help="ortho (default): semi-orthogonal W (paper); sample: PaDiM channel selection; "
-                            "gaussian; full: exact")
+                            "gaussian; full: exact; global: one covariance pooled over positions; lowrank / null / "
+                            "lowranki: per-position precision from the k largest / smallest / k ending at "
+                            "max(min(h, w), k) eigenpairs of the full covariance")
     model.add_argument("--k", type=int, default=None, help="embedding size (default 300 for WRN-50-2, else 100)")
     model.add_argument("--eps", type=float, default=None, help="covariance regulariser (default 0.01; mSTC 0.3)")
+    model.add_argument("--layers", default=None, metavar="1,2,3",
+                       help="backbone stages used as features, any non-empty subset (default 1,2,3; F follows)")
+    model.add_argument("--pre-relu", action="store_true", default=None,
+                       help="ResNets: tap each stage before the final ReLU of its last block (ablation)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
     model.add_argument("--seed", type=int, default=None, help="seed of W and of random weights (default 1111)")
     model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default=None,
@@ -90,8 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
                           "model down; else 2 on CPU, up to 12 with a GPU)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run.add_argument("--fpr", type=float, default=0.3, help="FPR limit of the PRO integral (default 0.3)")
-    run.add_argument("--metric", choices=["auproc", "auroc"], default="auproc", help="the headline printed")
+    run.add_argument("--fpr", type=float, default=0.3,
+                     help="FPR limit of the PRO integral; recall limit of paper_ap (default 0.3)")
+    run.add_argument("--metric", choices=["auproc", "auroc", "ap", "fpr"], default="auproc",
+                     help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
+                          "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
+                          "itself up to --fpr: it measures the threshold grid, not the model)")
+    run.add_argument("--label", default="", help="a free tag stored in metrics.json and results.csv; the authors' "
+                     "convention (ResNet-18: trailing _64/_128/_256 = --layers 1/2/3, _448 = all; preReLU anywhere "
+                     "= --pre-relu) sets those flags")
+    run.add_argument("--verbose", action="store_true", help="print per-phase timings and sizes as the run goes")
     run.add_argument("--nsamples", type=int, default=1000, help="thresholds of the paper's PRO/ROC protocol")
     run.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
     run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
@@ -135,12 +152,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--eps {args.eps} must be positive (the paper uses 0.01; mSTC 0.3)")
     if args.resume is None:
         args.model = args.model or "wide_resnet50_2"
+    apply_label(args)
+    if args.resume is None:
+        args.layers = ALL_LAYERS if args.layers is None else args.layers  # () is refused below
+        args.pre_relu = bool(args.pre_relu)
+        check_layers(args.model, args.layers, args.pre_relu)
         args.approx = args.approx or "ortho"
         args.seed = 1111 if args.seed is None else args.seed
         args.backbone_dtype = args.backbone_dtype or "float32"
-        if args.k is not None and args.approx != "full" and not 1 <= args.k <= feature_dim(args.model):
-            raise UserError(f"--k {args.k} must be between 1 and F = {feature_dim(args.model)} for {args.model}")
-        args.k = feature_dim(args.model) if args.approx == "full" else (args.k or default_k(args.model))
+        F = feature_dim(args.model, args.layers)
+        if args.k is not None and args.approx not in ("full", "global") and not 1 <= args.k <= F:
+            raise UserError(f"--k {args.k} must be between 1 and F = {F} for {args.model}")
+        args.k = F if args.approx in ("full", "global") else min(F, args.k or default_k(args.model))
     if args.experiment is not None and Path(args.experiment).exists() and not Path(args.experiment).is_dir():
         raise UserError(f"--experiment {args.experiment} is a file; pass a folder")
     if args.report is not None:
@@ -149,13 +172,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def apply_label(args: argparse.Namespace) -> None:
+    """--layers parsed; the authors' --label convention sets --layers and --pre-relu, saying so."""
+    try:
+        args.layers = None if args.layers is None else tuple(sorted({int(v) for v in args.layers.split(",") if v}))
+    except ValueError:
+        raise UserError(f"--layers {args.layers}: pass stage numbers separated by commas, e.g. 1,2,3") from None
+    said = []
+    suffix = args.label.rsplit("_", 1)[-1] if "_" in args.label else ""
+    if suffix in LABEL_LAYERS and args.model == "resnet18":
+        if args.layers not in (None, LABEL_LAYERS[suffix]):
+            raise UserError(f"--label {args.label} means --layers {','.join(map(str, LABEL_LAYERS[suffix]))}; "
+                            "drop --layers or change the label")
+        args.layers = LABEL_LAYERS[suffix]
+        said.append(f"--layers {','.join(map(str, args.layers))}")
+    if "preReLU" in args.label:
+        args.pre_relu = True
+        said.append("--pre-relu")
+    if said:
+        print(f"--label {args.label}: the authors' convention sets {' '.join(said)}")
+
+
 def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
     return RunOptions(dataset=args.dataset, report=Path(args.report or experiment / "results.csv"),
                       backbone=args.model, weights=args.weights, approx=args.approx, k=args.k, eps=args.eps,
                       unbiased=args.unbiased, seed=args.seed, image_size=args.image_size, crop=args.crop,
                       backbone_dtype=args.backbone_dtype, resume=Path(args.resume) if args.resume else None,
                       val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite,
-                      save_model=args.save_model)
+                      save_model=args.save_model, metric=args.metric, label=args.label, layers=args.layers,
+                      pre_relu=args.pre_relu, verbose=args.verbose)
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:
@@ -178,6 +223,10 @@ def headline(category: str, metrics: dict, metric: str) -> str:
         return f"{category}: no defective test images: no metrics (model and thresholds written)"
     if metrics["pixel_auroc"] != metrics["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
         return f"{category}: DET AUROC {metrics['image_auroc']:.4f} (no masks: no pixel metrics)"
+    if metric == "ap":
+        return f"{category}: SEG AP {metrics['paper_ap']:.4f} (paper protocol, recall <= --fpr)"
+    if metric == "fpr":
+        return f"{category}: SEG FPR {metrics.get('paper_fpr', float('nan')):.4f} (paper protocol, FPR vs FPR)"
     if metric == "auproc":
         return f"{category}: SEG AUPROC {metrics['aupro']:.4f} (paper protocol {metrics['paper_pro']:.4f})"
     return (f"{category}: SEG AUROC {metrics['pixel_auroc']:.4f} (paper protocol {metrics['paper_roc']:.4f})"
@@ -229,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = [r.summary for r in done if r.metrics]
     if len(measured) > 1:
         row, means = results.mean_row(args.dataset, measured)
+        if args.metric == "fpr":
+            means["paper_fpr"] = sum(s["metrics"]["paper_fpr"] for s in measured) / len(measured)
         results.append_rows(options.report, [row])
         print(headline("mean", means, args.metric))
     print(f"results: {options.report}")

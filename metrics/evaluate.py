@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from .inputs import as_maps_and_masks
-from .paper import paper_pro, paper_roc
+from .paper import paper_ap, paper_pro, paper_roc
 from .pro import aupro
 from .roc import image_auroc, pixel_auroc
 
@@ -20,7 +20,9 @@ def evaluate(
     num_thresholds: int = 1000,
     timings: dict | None = None,
 ) -> dict[str, float]:
-    """{"aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc"}; nan where undefined.
+    """{"aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "paper_ap"}; nan where undefined.
+
+    paper_ap takes `fpr_limit` as its recall limit, as the authors' `--fpr` does.
 
     When `timings` is given, it receives the seconds each metric took, under the same keys.
     """
@@ -31,6 +33,7 @@ def evaluate(
         "image_auroc": lambda: image_auroc(image_scores, labels),
         "paper_pro": lambda: paper_pro(maps, masks, fpr_limit, num_thresholds),
         "paper_roc": lambda: paper_roc(maps, masks, num_thresholds),
+        "paper_ap": lambda: paper_ap(maps, masks, fpr_limit, num_thresholds),
     }
     results = {}
     for name, metric in metrics.items():

@@ -25,9 +25,21 @@ BACKBONES: dict[str, tuple[str, tuple, tuple[int, int, int]]] = {
 DEFAULT_K = {"wide_resnet50_2": 300}  # 100 for every other backbone, as the paper
 
 
-def feature_dim(name: str) -> int:
-    """F, the number of concatenated channels."""
-    return sum(BACKBONES[name][2])
+ALL_LAYERS = (1, 2, 3)
+
+
+def feature_dim(name: str, layers: tuple[int, ...] = ALL_LAYERS) -> int:
+    """F, the number of concatenated channels of the tapped stages (1-based: 1 = stride 4)."""
+    return sum(BACKBONES[name][2][i - 1] for i in layers)
+
+
+def check_layers(name: str, layers: tuple[int, ...], pre_relu: bool = False) -> tuple[int, ...]:
+    """The stages to tap, sorted and unique; a one-line error for anything else."""
+    if not layers or any(i not in ALL_LAYERS for i in layers):
+        raise UserError(f"--layers {','.join(map(str, layers)) or '(none)'}: choose a non-empty subset of 1,2,3")
+    if pre_relu and name.startswith("mobilenet"):
+        raise UserError(f"--pre-relu taps ResNet stages before their last ReLU; {name} has none: drop it")
+    return tuple(sorted(set(layers)))
 
 
 def default_k(name: str) -> int:
@@ -81,26 +93,42 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
     return module
 
 
-class FeatureExtractor(nn.Module):
-    """Returns the three stage outputs (strides 4, 8, 16) of a backbone, in eval mode, frozen."""
+def _block_pre_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision BasicBlock or Bottleneck without its final ReLU (it reuses one ReLU module for
+    every activation, so the last one cannot be swapped out)."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    if isinstance(block, torchvision.models.resnet.Bottleneck):
+        out = block.relu(block.bn2(block.conv2(out)))
+        return block.bn3(block.conv3(out)) + identity
+    return block.bn2(block.conv2(out)) + identity
 
-    def __init__(self, name: str, weights: str = "imagenet"):
+
+class FeatureExtractor(nn.Module):
+    """Returns the tapped stage outputs (strides 4, 8, 16 for layers 1, 2, 3) of a backbone, in eval
+    mode, frozen. pre_relu (ResNets): each tap is its stage before the last block's final ReLU; the
+    next stage still receives the ReLU'd tensor."""
+
+    def __init__(self, name: str, weights: str = "imagenet", layers: tuple[int, ...] = ALL_LAYERS,
+                 pre_relu: bool = False):
         super().__init__()
         if name not in BACKBONES:
             raise UserError(f"unknown model '{name}'; choose one of {', '.join(BACKBONES)}")
+        layers = check_layers(name, layers, pre_relu)
         builder, stages, channels = BACKBONES[name]
         model = torchvision.models.get_model(builder, weights=None)
         _load_weights(model, name, weights)
         self.name = name
-        self.channels = channels
+        self.channels = tuple(channels[i - 1] for i in layers)
+        self.pre_relu = pre_relu
         if name.startswith("mobilenet"):
-            self.body = model.features[: stages[-1] + 1]
-            self.taps = tuple(stages)
+            self.body = model.features[: stages[layers[-1] - 1] + 1]
+            self.taps = tuple(stages[i - 1] for i in layers)
         else:
-            # Everything after layer3 (layer4, pooling, classifier) is dropped: never run, never kept.
+            # Everything after the last tapped stage (layer4, pooling, classifier) is dropped: never run, never kept.
             self.body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
-                                      model.layer1, model.layer2, model.layer3)
-            self.taps = (4, 5, 6)
+                                      model.layer1, model.layer2, model.layer3)[: 4 + layers[-1]]
+            self.taps = tuple(3 + i for i in layers)
         self.eval().requires_grad_(False)
         fold_batch_norms(self.body)  # frozen BN is an affine map: folded into the conv, 10% faster on CPU
         # channels-last convolutions measured 1.3x faster on CPU for ResNet-18 and WRN-50-2
@@ -113,6 +141,13 @@ class FeatureExtractor(nn.Module):
         outputs = []
         x = x.contiguous(memory_format=torch.channels_last)
         for i, layer in enumerate(self.body):
+            if self.pre_relu and i in self.taps:
+                *blocks, last = layer
+                for block in blocks:
+                    x = block(x)
+                outputs.append(_block_pre_relu(last, x))
+                x = torch.relu(outputs[-1])
+                continue
             x = layer(x)
             if i in self.taps:
                 outputs.append(x)

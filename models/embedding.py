@@ -5,7 +5,8 @@ import torch
 
 from common import UserError
 
-APPROXIMATIONS = ("ortho", "sample", "gaussian", "full")
+APPROXIMATIONS = ("ortho", "sample", "gaussian", "full", "global", "lowrank", "lowranki", "null")
+IDENTITY = ("full", "global", "lowrank", "lowranki", "null")  # W = I: statistics of all F channels
 
 
 def make_projection(F: int, k: int, approx: str = "ortho", seed: int = 1111) -> torch.Tensor:
@@ -13,16 +14,18 @@ def make_projection(F: int, k: int, approx: str = "ortho", seed: int = 1111) -> 
 
     ortho: uniform on the Stiefel manifold (W^T W = I_k), the paper's semi-orthogonal embedding;
     sample: k distinct columns of the identity (PaDiM's random channel selection);
-    gaussian: i.i.d. N(0, 1), not orthogonalised (ablation); full: the identity, k = F (exact).
+    gaussian: i.i.d. N(0, 1), not orthogonalised (ablation); full: the identity, k = F (exact);
+    global, lowrank, lowranki, null: the identity too, their precision differs (models/pooled.py,
+    models/lowrank.py); k is the number of eigenpairs for the last three, F for global.
     """
     if approx not in APPROXIMATIONS:
         raise UserError(f"approx {approx!r}: choose one of {', '.join(APPROXIMATIONS)}")
-    if approx == "full":
+    if approx in ("full", "global"):
         k = F
     if not 1 <= k <= F:
         raise UserError(f"k = {k} must be between 1 and F = {F} (the backbone's feature channels)")
     generator = torch.Generator().manual_seed(seed)
-    if approx == "full":
+    if approx in IDENTITY:
         return torch.eye(F)
     if approx == "sample":
         columns = torch.randperm(F, generator=generator)[:k].sort().values

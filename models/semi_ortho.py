@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, feature_dim
-from models.embedding import make_projection
+from models.embedding import IDENTITY, make_projection
 from models.gaussian import RunningStats, SpilledStats, fit_gaussian, whitened_distance
+from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
+from models.pooled import PooledStats, fit_pooled
 from models.postprocess import feature_size, gaussian_blur, upsample
 
 FORMAT = "semiortho-model"
@@ -34,6 +36,8 @@ class Config:
     sigma: float = 4.0
     backbone_dtype: str = "float32"  # or "bfloat16": the backbone alone runs in it; W, statistics stay float32
     protocol: str = "standard"  # image pipeline (datasets/transforms.py); files older than it were standard
+    layers: tuple[int, ...] = (1, 2, 3)  # stages tapped as x (ablation; files without it used all three)
+    pre_relu: bool = False  # ResNets: tap each stage before its final ReLU (ablation)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -47,13 +51,15 @@ class SemiOrthogonal(torch.nn.Module):
         """`extractor`: an already built backbone to share between models (building WRN-50-2 takes seconds)."""
         super().__init__()
         self.config = config
-        self.extractor = extractor or build_extractor(config.backbone, weights, config.seed)
-        W = make_projection(feature_dim(config.backbone), config.k, config.approx, config.seed)
+        self.extractor = extractor or build_extractor(config.backbone, weights, config.seed, config.layers,
+                                                      config.pre_relu)
+        W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size)
         self.stats: RunningStats | SpilledStats | None = None
         self.register_buffer("mu", None)
         self.register_buffer("L_inv", None)  # L^{-1} with cov + eps I = L L^T: distances are |L^{-1} (z - mu)|
+        self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
 
@@ -83,6 +89,10 @@ class SemiOrthogonal(torch.nn.Module):
         upsampling commutes with a per-position linear map, so this equals projecting the F-channel
         concatenation, without ever building it.
         """
+        if self.config.approx in IDENTITY:  # W = I: the concatenation itself, without F x F multiply-adds
+            z = torch.cat([f if f.shape[-2:] == self.feature_size else
+                           F.interpolate(f, size=self.feature_size, mode="nearest") for f in features], dim=1)
+            return z.reshape(z.shape[0], z.shape[1], -1).permute(2, 0, 1)
         z = None
         start = 0
         for feature in features:
@@ -108,7 +118,7 @@ class SemiOrthogonal(torch.nn.Module):
         writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small updates are memory-bound.
         """
         if self.stats is None:
-            self.stats = RunningStats(self.positions, self.W.shape[1], self.device)
+            self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
         buffer, filled = None, 0
         for z in embeddings:
             if buffer is None:
@@ -125,8 +135,14 @@ class SemiOrthogonal(torch.nn.Module):
         """mu and L^{-1} from the sums. Without keep_stats the sums' memory becomes L^{-1}."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        self.mu, self.L_inv = fit_gaussian(self.stats, self.config.eps, self.config.unbiased,
-                                           in_place=not keep_stats, inverse=True)
+        c = self.config
+        if c.approx == "global":
+            self.precision = fit_pooled(self.stats, c.eps, c.unbiased)
+        elif c.approx in EIGEN_APPROXIMATIONS:
+            self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size,
+                                       in_place=not keep_stats)
+        else:
+            self.mu, self.L_inv = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=True)
         if not keep_stats:
             self.stats = None
 
@@ -136,6 +152,8 @@ class SemiOrthogonal(torch.nn.Module):
         return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
 
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
+        if self.precision is not None:
+            return self.precision.distance(z).t().reshape(-1, *self.feature_size)
         if self.L_inv is None:
             raise RuntimeError("finalize() the model before scoring")
         return whitened_distance(z, self.mu, self.L_inv).t().reshape(-1, *self.feature_size)
@@ -190,7 +208,7 @@ class SemiOrthogonal(torch.nn.Module):
         model.thresholds = dict(state.get("thresholds") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
         model.to(device)
-        model.stats = RunningStats.from_state(state["stats"], device)
+        model.stats = stats_class(model.config.approx).from_state(state["stats"], device)
         if finalize:
             model.finalize(keep_stats=True)
         return model
@@ -221,13 +239,20 @@ def read_model_file(path: str | Path) -> dict:
     return state
 
 
-def build_extractor(backbone: str, weights: str, seed: int) -> FeatureExtractor:
+def stats_class(approx: str) -> type[RunningStats]:
+    """global keeps F x F sums pooled over positions; every other approx one k x k sum per position."""
+    return PooledStats if approx == "global" else RunningStats
+
+
+def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),
+                    pre_relu: bool = False) -> FeatureExtractor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # --weights random is reproducible from the seed
-        return FeatureExtractor(backbone, weights)
+        return FeatureExtractor(backbone, weights, layers, pre_relu)
 
 
 def config_from_state(state: dict) -> Config:
     config = state["config"]
     return Config(**{**config, "image_size": tuple(config["image_size"]),
-                     "crop": tuple(config["crop"]) if config["crop"] else None})
+                     "crop": tuple(config["crop"]) if config["crop"] else None,
+                     "layers": tuple(config.get("layers", (1, 2, 3)))})

@@ -72,10 +72,11 @@ def build_model(options: RunOptions, plan: Plan, device: torch.device, extractor
         model = SemiOrthogonal.load(options.resume, device, finalize=False)
         model.config = plan.config
         return model
-    key = (plan.config.backbone, plan.config.seed)
+    c = plan.config
+    key = (c.backbone, c.seed, c.layers, c.pre_relu)
     if key not in extractors:
         try:
-            extractors[key] = build_extractor(plan.config.backbone, options.weights, plan.config.seed).to(device)
+            extractors[key] = build_extractor(c.backbone, options.weights, c.seed, c.layers, c.pre_relu).to(device)
         except UserError as e:  # the model speaks of weights; the user needs the flag
             raise UserError(f"--weights {options.weights}: {e}; --weights PATH and --weights random also work") \
                 from None
@@ -100,6 +101,11 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
     n_fitted = model.stats.n
+    say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
+    c = plan.config
+    say(f"{plan.category}: fit {n_fitted} images in {seconds['fit']:.2f} s: {model.positions} positions, "
+        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
+        flush=True)
     if rank != 0:
         return None
     # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so their packed copy
@@ -111,6 +117,8 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     else:
         model.spill_and_finalize(staging / SPILLED_SUMS)
     seconds["precision"] = time.perf_counter() - t
+    say(f"{plan.category}: precision in {seconds['precision']:.2f} s: {precision_bytes(model) / 1e9:.3f} GB",
+        flush=True)
 
     t = time.perf_counter()
     thresholds = {}
@@ -121,9 +129,12 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
               "no thresholds stored", file=sys.stderr)
     seconds["calibrate"] = time.perf_counter() - t
+    say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
+        f"{seconds['calibrate']:.2f} s", flush=True)
     t = time.perf_counter()
     scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
     seconds["score"] = time.perf_counter() - t
+    say(f"{plan.category}: score {len(scores)} test images in {seconds['score']:.2f} s", flush=True)
     seconds["device_total"] = time.perf_counter() - start
     if scores is not None:  # None: no test images (a folder dataset of normal images only)
         scores.defects = np.array([s.defect for s in plan.splits.test])
@@ -131,6 +142,16 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     model.thresholds = thresholds
     model.release_factor()  # L is no longer needed: its memory goes before the sums are read back to save
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if options.save_model else None)
+
+
+def nbytes(tensors: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values() if t.dim())
+
+
+def precision_bytes(model: SemiOrthogonal) -> int:
+    """What scoring holds: mu and L, or the --approx alternative's tensors."""
+    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "chol": model.chol}
+    return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 
 def save_model(scored: Scored) -> None:
@@ -152,7 +173,8 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "fpr_limit": options.fpr, "num_thresholds": options.nsamples, "n_train": len(plan.fit),
         "n_val": len(plan.val), "n_test": len(plan.splits.test), "metrics": {}, "seconds": scored.seconds,
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
-        "n_fitted_total": scored.n_fitted,
+        "n_fitted_total": scored.n_fitted, "label": options.label, "layers": list(config.layers),
+        "pre_relu": config.pre_relu,
     }
 
 
@@ -165,6 +187,14 @@ def finish(options: RunOptions, scored: Scored, model_saved: Future) -> Category
         s, timings = scored.scores, {}
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
             summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
+            if options.metric == "fpr":  # the authors' --metric fpr, printed only: not one of results.METRICS
+                import metrics as metric_functions
+
+                summary["metrics"]["paper_fpr"] = metric_functions.paper_fpr(s.maps, s.masks, options.fpr,
+                                                                             options.nsamples)
+        if options.verbose:
+            print(f"{scored.plan.category}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+                  flush=True)
         t = time.perf_counter()
         if s is not None:
             results.write_scores(scored.staging / results.SCORES_FILE, s)

@@ -26,3 +26,8 @@ class RunOptions:
     nsamples: int = 1000
     overwrite: bool = False
     save_model: bool = True  # False (--no-save-model): scores, metrics and the report only
+    metric: str = "auproc"  # the headline; fpr also computes paper_fpr
+    label: str = ""  # free tag, stored in metrics.json and results.csv
+    layers: tuple[int, ...] | None = (1, 2, 3)
+    pre_relu: bool | None = False
+    verbose: bool = False

@@ -12,7 +12,10 @@ from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
+from models.backbone import feature_dim
 from models.distributed import shard
+from models.lowrank import check_feasible
+from models.postprocess import feature_size
 from pipeline.options import RunOptions
 
 
@@ -61,7 +64,10 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
     if options.resume is None:
         config = Config(backbone=options.backbone, k=options.k, approx=options.approx, seed=options.seed,
                         image_size=image_size, crop=options.crop, eps=eps, unbiased=options.unbiased,
-                        backbone_dtype=options.backbone_dtype, protocol=data.protocol)
+                        backbone_dtype=options.backbone_dtype, protocol=data.protocol, layers=options.layers,
+                        pre_relu=options.pre_relu)
+        check_feasible(config.approx, feature_dim(config.backbone, config.layers), config.k,
+                       feature_size(config.input_size))
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
         return Plan(category, out_dir, splits, fit, val, config, options.dataset)
@@ -77,7 +83,8 @@ def check_resume(options: RunOptions, stored: Config, protocol: str | None = Non
                  "--model": (options.backbone, stored.backbone), "--k": (options.k, stored.k),
                  "--approx": (options.approx, stored.approx), "--seed": (options.seed, stored.seed),
                  "--image-size": (options.image_size, stored.image_size), "--crop": (options.crop, stored.crop),
-                 "--backbone-dtype": (options.backbone_dtype, stored.backbone_dtype)}
+                 "--backbone-dtype": (options.backbone_dtype, stored.backbone_dtype),
+                 "--layers": (options.layers, stored.layers), "--pre-relu": (options.pre_relu, stored.pre_relu)}
     for flag, (asked, have) in requested.items():
         if asked is not None and asked != have:
             raise UserError(f"--resume {options.resume} was fitted with {flag} {have}, not {asked}; "

@@ -102,6 +102,7 @@ def summary_page(cat: Category, ckpt: Path, page_no: int, pages: int) -> Figure:
         (f"AU-PRO (MVTec, FPR ≤ {limit:g})", fmt(m.get("aupro"))),
         (f"PRO, paper's protocol (FPR ≤ {limit:g})", fmt(m.get("paper_pro"))),
         ("Pixel ROC, paper's protocol", fmt(m.get("paper_roc"))),
+        (f"AP, paper's protocol (recall ≤ {limit:g})", fmt(m.get("paper_ap"))),
         ("Pixel threshold (score >)", fmt(cat.threshold)),
     ]
     if cat.image_threshold is not None:

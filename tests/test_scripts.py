@@ -125,7 +125,9 @@ def test_run_stc_after_preprocessing(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- summarize
 
-SAMPLE = ",".join(CSV_COLUMNS) + """
+# a results.csv written before the label and paper_ap columns existed: it still summarizes
+OLD_COLUMNS = [c for c in CSV_COLUMNS if c not in ("label", "paper_ap")]
+SAMPLE = ",".join(OLD_COLUMNS) + """
 kolektor,fold0,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.953,0.9,0.5,0.953,1,a
 kolektor,fold1,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.951,0.9,0.5,0.951,1,a
 kolektor,fold2,resnet18,ortho,100,0.01,704x256,,1111,1,1,1,0.5,0.976,0.9,0.5,0.976,1,a

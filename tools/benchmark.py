@@ -4,6 +4,7 @@
     python tools/benchmark.py --model wide_resnet50_2 --k 300 --n-train 100 --n-test 100
     python tools/benchmark.py --memory-scaling --n-train 100 400      # peak RSS vs training images
     python tools/benchmark.py --cost-table                            # approx x k: fit / score time, memory
+    python tools/benchmark.py --cost-table --cost-only resnet18:global,resnet18:lowrank   # some rows of it
     python tools/benchmark.py --suite mvtec --device cuda --workers 12 # 15 MVTec-shaped categories
     python tools/benchmark.py --compare model-file|scoring|cache      # see tools/benchmark_compare.py
 
@@ -205,7 +206,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
                      ("pixel_auroc", lambda: metrics.pixel_auroc(maps, masks)),
                      ("image_auroc", lambda: metrics.image_auroc(scores, labels)),
                      ("paper_pro", lambda: metrics.paper_pro(maps, masks, args.fpr)),
-                     ("paper_roc", lambda: metrics.paper_roc(maps, masks))):
+                     ("paper_roc", lambda: metrics.paper_roc(maps, masks)),
+                     ("paper_ap", lambda: metrics.paper_ap(maps, masks, args.fpr))):
         with Phase(report, f"metric {name}", len(maps), device):
             fn()
     with Phase(report, "write scores + metrics", len(maps), device):
@@ -261,6 +263,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--memory-scaling", action="store_true")
     p.add_argument("--cost-table", action="store_true")
+    p.add_argument("--cost-only", default=None, help="cost-table rows to run, comma-separated MODEL:APPROX")
     p.add_argument("--suite", choices=["mvtec"], default=None)
     p.add_argument("--suite-scale", type=float, default=1.0, help="shrink the suite's counts and sizes (dry runs)")
     p.add_argument("--compare", choices=["model-file", "scoring", "cache"], default=None,
@@ -367,11 +370,21 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
     configs += [("resnet18", "full", 448)]
     configs += [("wide_resnet50_2", a, k) for k in (100, 300) for a in ("sample", "ortho")]
     configs += [("wide_resnet50_2", "full", 1792)]
+    configs += [("resnet18", "gaussian", 100), ("resnet18", "global", 448)]
+    configs += [("resnet18", a, 100) for a in ("lowrank", "lowranki", "null")]
+    configs += [("wide_resnet50_2", "global", 1792), ("wide_resnet50_2", "lowrank", 300)]
+    if args.cost_only:
+        wanted = {tuple(item.split(":")) for item in args.cost_only.split(",")}
+        configs = [c for c in configs if c[:2] in wanted]
     rows = []
     for backbone, approx, k in configs:
         positions = (args.image_size // 4) ** 2
-        row = {"model": backbone, "approx": approx, "k": k, "sum_zz_gb": positions * k * k * 4 / 1e9}
-        if approx == "full" and feature_dim(backbone) > 1000:
+        F = feature_dim(backbone)
+        # global pools one F x F sum over positions; the eigen variants keep F x F per position, like full
+        width = F if approx in ("lowrank", "lowranki", "null") else k
+        row = {"model": backbone, "approx": approx, "k": k,
+               "sum_zz_gb": (F * F if approx == "global" else positions * width * width) * 4 / 1e9}
+        if approx in ("full", "lowrank", "lowranki", "null") and F > 1000:
             row["note"] = f"infeasible: sum zz^T alone is {row['sum_zz_gb']:.0f} GB (float32)"
             rows.append(row)
             continue
@@ -380,13 +393,14 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
             child = run_child(train_command(root, name, argparse.Namespace(**{**vars(args), "model": backbone,
                                                                               "k": k, "approx": approx}), exp))
             seconds = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["seconds"]
-            aupro = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["metrics"]["aupro"]
+            scores = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["metrics"]
         row.update({"fit_s": seconds["fit"], "precision_s": seconds["precision"], "score_s": seconds["score"],
-                    "end_to_end_s": child["seconds"], "peak_rss_mb": child["peak_rss_mb"], "aupro": aupro})
+                    "end_to_end_s": child["seconds"], "peak_rss_mb": child["peak_rss_mb"], "aupro": scores["aupro"],
+                    "paper_pro": scores["paper_pro"]})
         rows.append(row)
         print(table([row], list(row)), flush=True)
     print(table(rows, ["model", "approx", "k", "sum_zz_gb", "fit_s", "precision_s", "score_s", "end_to_end_s",
-                       "peak_rss_mb", "aupro", "note"]))
+                       "peak_rss_mb", "aupro", "paper_pro", "note"]))
     return rows
 
 

@@ -16,8 +16,8 @@ import _root  # noqa: F401
 import torch
 
 from common import UserError, atomic_write, run_cli
-from models import Config, RunningStats, read_model_file
-from models.semi_ortho import VERSION
+from models import Config, read_model_file
+from models.semi_ortho import VERSION, stats_class
 
 # W is drawn from (k, approx, seed); the statistics are of features computed at backbone_dtype
 MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop", "protocol")
@@ -57,7 +57,8 @@ def merge(paths: list[Path]) -> dict:
             raise UserError(f"{path} is given twice (as {seen[path.resolve()]}); each fit can be merged once")
         seen[path.resolve()] = path
     merged = read_model_file(paths[0])
-    stats = RunningStats.from_state(merged["stats"])
+    stats_type = stats_class(merged["config"]["approx"])  # --approx global keeps sums pooled over positions
+    stats = stats_type.from_state(merged["stats"])
     fitted = [(paths[0], merged["stats"])]
     for path in paths[1:]:
         state = read_model_file(path)
@@ -66,7 +67,7 @@ def merge(paths: list[Path]) -> dict:
             if same_sums(state["stats"], sums):
                 raise UserError(f"{path} holds the same fit as {other} (equal sums); each fit can be merged once")
         fitted.append((path, state["stats"]))
-        stats.merge(RunningStats.from_state(state["stats"]))
+        stats.merge(stats_type.from_state(state["stats"]))
     merged["stats"] = stats.state()
     merged["version"] = VERSION  # the sums are now stored packed, also when the inputs were format 1
     merged["thresholds"] = {}

@@ -10,9 +10,10 @@ configuration: a table with one row per category and a `mean` row, one column pe
 Fold 3 | Avg (Std) | KolektorSDD2, where Std is the sample standard deviation (n - 1) over the folds
 and the KolektorSDD2 column takes the `kolektor2` row of the same model, approx, k and seed.
 Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of aupro,
-pixel_auroc, image_auroc, paper_pro, paper_roc (default: all five). `--paper` prints instead the
-figures the paper publishes (tools/paper_results.json, with their source) beside this run's and the
-difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
+pixel_auroc, image_auroc, paper_pro, paper_roc, paper_ap (default: every one the CSV has; files written
+before paper_ap existed have five). Runs with different `--label` tags are different configurations.
+`--paper` prints instead the figures the paper publishes (tools/paper_results.json, with their source)
+beside this run's and the difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import paper_table
 from common import UserError, atomic_write, run_cli
 from results import METRICS, read_rows
 
-CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "protocol"]
+CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
                   "mstc": "mSTC", "visa": "VisA", "mvtecad2": "MVTec AD 2", "btad": "BTAD", "mpdd": "MPDD",
                   "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
@@ -61,10 +62,11 @@ def std(values: list[float]) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def category_rows(path: Path) -> list[dict[str, str]]:
-    """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed."""
+def category_rows(path: Path, metrics: list[str] | None = None) -> list[dict[str, str]]:
+    """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed.
+    `metrics`: the columns asked for (default: the original five, which every results.csv has)."""
     rows = read_rows(path)
-    missing = [c for c in ["dataset", "category", *METRICS] if rows and c not in rows[0]]
+    missing = [c for c in ["dataset", "category", *(metrics or METRICS[:5])] if rows and c not in rows[0]]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
     return [row for row in rows if row.get("category") and row["category"] != "mean"]
@@ -82,6 +84,7 @@ def config_label(config: tuple) -> str:
     parts = [p for p in (c["model"], c["approx"], f"k={c['k']}" if c["k"] else "",
                          f"eps={c['eps']}" if c["eps"] else "", c["image_size"],
                          f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "",
+                         f"label {c['label']}" if c["label"] else "",
                          f"{c['protocol']} protocol" if c["protocol"] else "") if p]
     return f"{title}: {', '.join(parts)}"
 
@@ -179,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                              "with the difference")
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metric)
-    rows = category_rows(args.results)
+    rows = category_rows(args.results, metrics if args.metric else None)
+    if not args.metric:  # every metric this file has
+        metrics = [m for m in metrics if not rows or m in rows[0]]
     if not rows:
         raise UserError(f"{args.results} has no result rows; run train.py first")
     text = paper_table.compare(rows, paper_table.load_figures()) if args.paper else summarize(rows, metrics)
