@@ -150,7 +150,7 @@ def nbytes(tensors: dict) -> int:
 
 def precision_bytes(model: SemiOrthogonal) -> int:
     """What scoring holds: mu and L, or the --approx alternative's tensors."""
-    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "chol": model.chol}
+    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L_inv": model.L_inv}
     return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 

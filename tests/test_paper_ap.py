@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from test_metrics import ALL_CASES
 
 from metrics import evaluate, paper_ap, paper_fpr
+from tests.test_metrics import ALL_CASES
 
 
 def thresholds_of(maps, num_thresholds):

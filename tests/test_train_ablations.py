@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from trees import write_category
 
 import results
 import train
 from common import UserError
+from tests.helpers.data import write_category
 from tools.summarize import main as summarize_main
 
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
