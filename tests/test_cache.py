@@ -77,9 +77,12 @@ def test_changed_file_size_or_setting_is_decoded_again(tmp_path, monkeypatch):
     ImageDataset(samples, (48, 32), cache=cache)[0]  # another size
     ImageDataset(samples, (48, 48), crop=(40, 40), cache=cache)[0]  # another crop
     later = ImageDataset(samples, (48, 48), cache=cache)
-    later.protocol = "paper"  # a transform setting added later is part of the key without code changes
+    later.sharpen = True  # a transform setting added later is part of the key without code changes
     later[0]
     assert calls == [path.name] * 3
+    keys = {ImageDataset(samples, (48, 48), protocol=protocol, dataset="mvtecad").transform_key()
+            for protocol in ("standard", "paper")}
+    assert len(keys) == 2  # the protocol is part of the key
     ImageDataset(samples, (48, 48), cache=cache)[0]  # unchanged since: served from the cache
     assert len(calls) == 3
 
