@@ -134,7 +134,8 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     t = time.perf_counter()
     scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
     seconds["score"] = time.perf_counter() - t
-    say(f"{plan.category}: score {0 if scores is None else len(scores)} test images in {seconds['score']:.2f} s", flush=True)
+    n_scored = 0 if scores is None else len(scores)
+    say(f"{plan.category}: score {n_scored} test images in {seconds['score']:.2f} s", flush=True)
     seconds["device_total"] = time.perf_counter() - start
     if scores is not None:  # None: no test images (a folder dataset of normal images only)
         scores.defects = np.array([s.defect for s in plan.splits.test])
