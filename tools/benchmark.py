@@ -20,17 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _root  # noqa: F401
+from benchmark_phases import floor, machine, phases, table
+
+REPO = _root.ROOT
 
 # MVTec AD's shape: train / test images, side in pixels, grayscale; each stood in for by a synthetic kind
 MVTEC_SHAPE = {
@@ -43,52 +43,6 @@ MVTEC_SHAPE = {
     "transistor": (213, 100, 1024, False, "washer"), "wood": (247, 79, 1024, False, "plank"),
     "zipper": (240, 151, 1024, True, "mesh"),
 }
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class Phase:
-    """Times a block and records the peak RSS (and GPU memory) seen while it ran."""
-
-    def __init__(self, report: list, name: str, items: int, device):
-        self.report, self.name, self.items, self.device = report, name, items, device
-
-    def __enter__(self):
-        import torch
-
-        self.peak, self.running = rss_mb(), True
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        self.start = time.perf_counter()
-        return self
-
-    def _watch(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - self.start
-        self.running = False
-        self.thread.join()
-        row = {"phase": self.name, "seconds": seconds, "items": self.items,
-               "per_second": self.items / seconds if seconds > 0 else float("inf"), "peak_rss_mb": self.peak}
-        if self.device.type == "cuda":
-            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        self.report.append(row)
 
 
 def make_category(root: Path, name: str, kind: str, n_train: int, n_test: int, size: int, gray: bool | None) -> Path:
@@ -128,95 +82,6 @@ def run_child(command: list[str]) -> dict:
     return {"seconds": wall, "peak_rss_mb": int(lines[-1].split()[1]) / 1024, "stdout": lines[-4:-1]}
 
 
-def floor(root: Path, categories: list[str], args: argparse.Namespace) -> None:
-    """The floor: start, decode every image, run the backbone forward, nothing else."""
-    import torch
-
-    from datasets.base import ImageDataset, SegmentedLoader
-    from datasets.mvtec import load
-    from models.backbone import FeatureExtractor
-
-    device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    extractor = FeatureExtractor(args.model, "random").to(device)
-    # one loader over every category, as train.py reads them
-    parts = [ImageDataset((s := load(root, c)).train + s.test, (args.image_size,) * 2) for c in categories]
-    data = SegmentedLoader(parts, args.batch_size or (32 if device.type == "cuda" else 8), args.workers,
-                           pin_memory=device.type == "cuda")
-    images = 0
-    with torch.inference_mode():
-        for _ in parts:
-            for batch in data.next_segment():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.backbone_dtype == "bfloat16"):
-                    extractor(batch["image"].to(device, non_blocking=True))
-                images += batch["image"].shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    print(json.dumps({"images": images}))
-
-
-def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
-    """The pipeline one phase at a time, with the model's own functions."""
-    import numpy as np
-    import torch
-
-    import metrics
-    from common import save_npz, write_json
-    from datasets.base import ImageDataset, SegmentedLoader
-    from datasets.mvtec import load
-    from models import Config, SemiOrthogonal
-    from pipeline.plan import split_validation
-
-    device = torch.device(args.device)
-    report: list[dict] = []
-    splits = load(root, category)
-    fit, val = split_validation(splits.train)
-    test = val + splits.test
-    batch = args.batch_size or (32 if device.type == "cuda" else 8)
-    model = SemiOrthogonal(Config(backbone=args.model, k=args.k, approx=args.approx, image_size=(args.image_size,) * 2,
-                                  backbone_dtype=args.backbone_dtype), weights="random").to(device)
-    with Phase(report, "decode", len(fit) + len(test), device):
-        size = model.config.image_size
-        data = SegmentedLoader([ImageDataset(fit, size), ImageDataset(test, size)], batch, args.workers)
-        fit_batches = [b["image"] for b in data.next_segment()]
-        test_batches = [(b["image"], b["mask"]) for b in data.next_segment()]
-    with torch.inference_mode():
-        with Phase(report, "backbone forward", len(fit) + len(test), device):
-            for images in fit_batches + [t[0] for t in test_batches]:
-                model.features(images.to(device))
-        fit_features = [model.features(images.to(device)) for images in fit_batches]
-        with Phase(report, "projection + statistics", len(fit), device):
-            model.fit_embeddings(model.project(f) for f in fit_features)
-        del fit_features
-        out = Path(tempfile.mkdtemp(dir=root))
-        with Phase(report, "write model (packed sums)", 1, device):
-            model.save(out / "model.pt")
-        with Phase(report, "precision (Cholesky and L^-1)", model.positions, device):
-            model.finalize()
-        test_features = [model.features(images.to(device)) for images, _ in test_batches]
-        with Phase(report, "scoring (projection + distance)", len(test), device):
-            distances = [model.distances_of(model.project(f)) for f in test_features]
-        del test_features
-        with Phase(report, "upsampling + smoothing", len(test), device):
-            maps = [model.smooth(d) for d in distances]
-            maps = torch.cat(maps).float().cpu().numpy()
-    masks = torch.cat([m for _, m in test_batches]).numpy()
-    labels = np.array([s.label for s in test], dtype=np.int8)
-    scores = maps.reshape(len(maps), -1).max(axis=1)
-    for name, fn in (("aupro", lambda: metrics.aupro(maps, masks, args.fpr)),
-                     ("pixel_auroc", lambda: metrics.pixel_auroc(maps, masks)),
-                     ("image_auroc", lambda: metrics.image_auroc(scores, labels)),
-                     ("paper_pro", lambda: metrics.paper_pro(maps, masks, args.fpr)),
-                     ("paper_roc", lambda: metrics.paper_roc(maps, masks)),
-                     ("paper_ap", lambda: metrics.paper_ap(maps, masks, args.fpr))):
-        with Phase(report, f"metric {name}", len(maps), device):
-            fn()
-    with Phase(report, "write scores + metrics", len(maps), device):
-        save_npz(out / "scores.npz", maps=maps.astype(np.float16), masks=masks, labels=labels, image_scores=scores)
-        write_json(out / "metrics.json", {"phases": report})
-    shutil.rmtree(out)
-    return report
-
-
 def train_command(root: Path, category: str, args: argparse.Namespace, experiment: Path, *flags: str,
                   **overrides) -> list[str]:
     options = {"--model": args.model, "--k": str(args.k), "--approx": args.approx,
@@ -231,19 +96,6 @@ def train_command(root: Path, category: str, args: argparse.Namespace, experimen
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
     return command + list(flags)
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
-    return str(value)
 
 
 def main() -> None:
@@ -310,18 +162,6 @@ def compare(root: Path, args: argparse.Namespace) -> list[dict]:
         rows = benchmark_compare.cache_runs(root, name, args, train_command, run_child)
     print(table(rows, list(dict.fromkeys(key for row in rows for key in row))))
     return rows
-
-
-def machine() -> dict:
-    import platform
-
-    import torch
-
-    info = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "platform": platform.platform()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def single(root: Path, args: argparse.Namespace) -> dict:
