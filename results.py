@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -166,6 +167,15 @@ def append_rows(report: str | Path, rows: list[dict[str, str]]) -> None:
             f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())
+
+
+def number(cell: str | None) -> float | None:
+    """A metric cell of results.csv as a float; None for an empty, missing or nan cell."""
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
 
 
 def read_rows(report: str | Path) -> list[dict[str, str]]:

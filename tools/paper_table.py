@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from common import UserError
+from results import number
 
 FIGURES = Path(__file__).resolve().with_name("paper_results.json")
 
@@ -24,14 +25,6 @@ def load_figures(path: Path = FIGURES) -> dict:
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable figures file ({type(e).__name__})") from None
     return data
-
-
-def number(text: str | None) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 def matching_rows(rows: list[dict], figure: dict) -> dict[str, dict]:

@@ -26,7 +26,7 @@ import _root  # noqa: F401
 import paper_table
 
 from common import UserError, atomic_write, run_cli
-from results import METRICS, read_rows
+from results import METRICS, number, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
 DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
@@ -34,14 +34,6 @@ DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2":
                   "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
                "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"]
-
-
-def number(text: str | None) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 def fmt(value: float | None) -> str:
