@@ -124,6 +124,14 @@ def unpack_lower(packed: torch.Tensor, k: int) -> torch.Tensor:
     return full.view(-1, k, k)
 
 
+def covariance(stats: RunningStats, part: slice, unbiased: bool = False) -> torch.Tensor:
+    """float64 covariances of the positions in `part` from the sums (divided by n, or n - 1 if unbiased)."""
+    n = stats.n
+    m = stats.sum_z[part].double() / n
+    cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
+    return cov.mul_(n / (n - 1)) if unbiased else cov
+
+
 def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_place: bool = False,
                  chunk_elements: int | None = None, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """mu (P, k) and the Cholesky factor L (P, k, k), lower triangular, of cov + eps I = L L^T:
@@ -153,11 +161,7 @@ def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_pla
 
     def _factorize(start: int) -> None:
         part = slice(start, start + size)
-        m = stats.sum_z[part].double() / n
-        cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
-        if unbiased:
-            cov *= n / (n - 1)
-        factor, info = torch.linalg.cholesky_ex(cov.add_(eye, alpha=eps))
+        factor, info = torch.linalg.cholesky_ex(covariance(stats, part, unbiased).add_(eye, alpha=eps))
         failed.append(bool((info != 0).any()))
         if inverse:  # in float64, from the float64 factor: float32 only once, at the end
             factor = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=False)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from common import UserError
-from models.gaussian import RunningStats
+from models.gaussian import RunningStats, covariance
 
 EIGEN_APPROXIMATIONS = ("lowrank", "lowranki", "null")
 FULL_COVARIANCE = ("full", *EIGEN_APPROXIMATIONS)  # per-position F x F sums
@@ -82,11 +82,7 @@ def fit_eigen(stats: RunningStats, eps: float, unbiased: bool, approx: str, k: i
     def decompose(start: int) -> None:
         with torch.inference_mode(inference):
             part = slice(start, start + size)
-            m = stats.sum_z[part].double() / n
-            cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
-            if unbiased:
-                cov *= n / (n - 1)
-            values, vectors = torch.linalg.eigh(cov.add_(eye, alpha=eps))
+            values, vectors = torch.linalg.eigh(covariance(stats, part, unbiased).add_(eye, alpha=eps))
             values, vectors = values[:, chosen], vectors[:, :, chosen]
             failed.append(bool((values <= 0).any()))
             U[part] = vectors.to(U.dtype)
