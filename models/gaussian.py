@@ -128,16 +128,17 @@ def covariance(stats: RunningStats, part: slice, unbiased: bool = False) -> torc
     """float64 covariances of the positions in `part` from the sums (divided by n, or n - 1 if unbiased)."""
     n = stats.n
     m = stats.sum_z[part].double() / n
-    cov = stats.sum_zz[part].double() / n - m.unsqueeze(2) * m.unsqueeze(1)
+    cov = stats.sum_zz[part].double().div_(n).baddbmm_(m.unsqueeze(2), m.unsqueeze(1), alpha=-1)
     return cov.mul_(n / (n - 1)) if unbiased else cov
 
 
 def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_place: bool = False,
                  chunk_elements: int | None = None, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """mu (P, k) and the Cholesky factor L (P, k, k), lower triangular, of cov + eps I = L L^T:
-    the precision is (L L^T)^{-1}, and the distance is |L^{-1} (z - mu)|. With `inverse`, L^{-1}
-    (also lower triangular) instead of L, for whitened_distance: a batched GEMM scores several
-    times faster than the batched triangular solve on CPUs (BENCHMARKS.md).
+    the precision is (L L^T)^{-1}, and the distance is |L^{-1} (z - mu)| (mahalanobis). With
+    `inverse`, L^{-1} (also lower triangular) instead of L, for whitened_distance, a batched GEMM:
+    the faster scoring on a GPU; on the CPU the triangular solve with L is, without the cost of
+    inverting L (BENCHMARKS.md).
 
     Chunks of positions go through float64 Cholesky (never batched LU: with some torch CPU builds it
     returns garbage pivots for k >= 200), on CPU in parallel threads since batched Cholesky is
@@ -149,30 +150,53 @@ def fit_gaussian(stats: RunningStats, eps: float, unbiased: bool = False, in_pla
     positions, k = stats.sum_z.shape
     chol = stats.sum_zz if in_place else torch.empty_like(stats.sum_zz)
     eye = torch.eye(k, dtype=torch.float64, device=stats.sum_z.device)
+    on_cpu = chol.device.type == "cpu"
     if chunk_elements is None:  # small float64 temporaries on CPU; few large launches on a GPU
-        chunk_elements = 1 << 20 if stats.sum_z.device.type == "cpu" else 1 << 26
+        chunk_elements = 1 << 20 if on_cpu else 1 << 26
     size = max(1, chunk_elements // (k * k))
     failed = []
     inference = torch.is_inference_mode_enabled()  # thread-local: the pool's threads must share it
 
     def factorize(start: int) -> None:
         with torch.inference_mode(inference):
-            _factorize(start)
+            part = slice(start, start + size)
+            cov = covariance(stats, part, unbiased)
+            cov.diagonal(dim1=1, dim2=2).add_(eps)
+            factor, info = torch.linalg.cholesky_ex(cov)
+            failed.append(bool((info != 0).any()))
+            if inverse:  # in float64, from the float64 factor: float32 only once, at the end
+                factor = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=False)
+            chol[part] = factor
 
-    def _factorize(start: int) -> None:
-        part = slice(start, start + size)
-        factor, info = torch.linalg.cholesky_ex(covariance(stats, part, unbiased).add_(eye, alpha=eps))
-        failed.append(bool((info != 0).any()))
-        if inverse:  # in float64, from the float64 factor: float32 only once, at the end
-            factor = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=False)
-        chol[part] = factor.to(chol.dtype)
-
-    threads = torch.get_num_threads() if chol.device.type == "cpu" else 1
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(factorize, range(0, positions, size)))
+    threads = torch.get_num_threads() if on_cpu else 1
+    intra_op = torch.get_num_threads()
+    try:
+        if on_cpu:  # one thread per chunk, each op single-threaded: measured 1.25 x faster than nesting pools
+            torch.set_num_threads(1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(factorize, range(0, positions, size)))
+    finally:
+        torch.set_num_threads(intra_op)
     if any(failed):
         raise UserError(f"covariance is not positive definite with eps = {eps}; use a larger eps")
     return stats.mean(), chol
+
+
+def distance_group(positions: int, k: int) -> int:
+    """How many images to score together: 16, or as many as 80 MB of embeddings hold, at least 8.
+    One pass over the factor serves the whole group; fewer images leave the solve latency-bound
+    (BENCHMARKS.md), more cost memory for little more speed."""
+    return max(8, min(16, (80 << 20) // (4 * positions * k)))
+
+
+def inverse_factor(chol: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """L^{-1} (P, k, k) from L, in float64 a chunk of positions at a time (for graphs that score by GEMM)."""
+    eye = torch.eye(chol.shape[-1], dtype=torch.float64, device=chol.device)
+    out = torch.empty_like(chol)
+    for start in range(0, chol.shape[0], chunk):
+        part = chol[start:start + chunk].double()
+        out[start:start + chunk] = torch.linalg.solve_triangular(part, eye.expand_as(part), upper=False)
+    return out
 
 
 def whitened_distance(z: torch.Tensor, mu: torch.Tensor, L_inv: torch.Tensor) -> torch.Tensor:
@@ -183,7 +207,14 @@ def whitened_distance(z: torch.Tensor, mu: torch.Tensor, L_inv: torch.Tensor) ->
     return whitened.square_().sum(dim=2).sqrt_()
 
 
-def mahalanobis(z: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """sqrt((z - mu)^T (L L^T)^{-1} (z - mu)) for z (P, B, k) -> (P, B), batched over positions."""
-    whitened = torch.linalg.solve_triangular(chol, (z - mu.unsqueeze(1)).transpose(1, 2), upper=False)
-    return whitened.square_().sum(dim=1).sqrt_()
+def mahalanobis(z: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """sqrt((z - mu)^T (L L^T)^{-1} (z - mu)) for z (P, B, k) -> (P, B), batched over positions.
+
+    `chunk` positions at a time: the temporaries stay small (cheap to allocate, in cache)."""
+    out = z.new_empty(z.shape[:2])
+    for start in range(0, z.shape[0], chunk):
+        part = slice(start, start + chunk)
+        centred = (z[part] - mu[part].unsqueeze(1)).transpose(1, 2)
+        whitened = torch.linalg.solve_triangular(chol[part], centred, upper=False)
+        out[part] = whitened.square_().sum(dim=1).sqrt_()
+    return out

@@ -1,7 +1,7 @@
 """The thin core: fit on a loader, score a batch, save, load. No I/O beyond the model file."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, feature_dim
 from models.embedding import IDENTITY, make_projection
-from models.gaussian import RunningStats, SpilledStats, fit_gaussian, whitened_distance
+from models.gaussian import RunningStats, SpilledStats, distance_group, fit_gaussian, mahalanobis, whitened_distance
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
 from models.pooled import PooledStats, fit_pooled
 from models.postprocess import feature_size, gaussian_blur, upsample
@@ -58,7 +58,10 @@ class SemiOrthogonal(torch.nn.Module):
         self.feature_size = feature_size(config.input_size)
         self.stats: RunningStats | SpilledStats | None = None
         self.register_buffer("mu", None)
-        self.register_buffer("L_inv", None)  # L^{-1} with cov + eps I = L L^T: distances are |L^{-1} (z - mu)|
+        # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L (CPU: triangular solve) or L^{-1}
+        # (GPU: GEMM) is held, whichever scores faster there (BENCHMARKS.md)
+        self.register_buffer("L", None)
+        self.register_buffer("L_inv", None)
         self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
@@ -142,7 +145,9 @@ class SemiOrthogonal(torch.nn.Module):
             self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size,
                                        in_place=not keep_stats)
         else:
-            self.mu, self.L_inv = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=True)
+            inverse = self.device.type != "cpu"
+            self.mu, factor = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=inverse)
+            self.L, self.L_inv = (None, factor) if inverse else (factor, None)
         if not keep_stats:
             self.stats = None
 
@@ -154,9 +159,13 @@ class SemiOrthogonal(torch.nn.Module):
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
         if self.precision is not None:
             return self.precision.distance(z).t().reshape(-1, *self.feature_size)
-        if self.L_inv is None:
+        if self.L_inv is not None:
+            distances = whitened_distance(z, self.mu, self.L_inv)
+        elif self.L is not None:
+            distances = mahalanobis(z, self.mu, self.L)
+        else:
             raise RuntimeError("finalize() the model before scoring")
-        return whitened_distance(z, self.mu, self.L_inv).t().reshape(-1, *self.feature_size)
+        return distances.t().reshape(-1, *self.feature_size)
 
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
         """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4."""
@@ -168,6 +177,30 @@ class SemiOrthogonal(torch.nn.Module):
         maps = self.smooth(self.distances(images))
         return maps, maps.flatten(1).amax(dim=1)
 
+    @torch.no_grad()
+    def predict_batches(self, batches: Iterable[torch.Tensor], group: int | None = None
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """predict() of each batch, in order. The distances of up to `group` images are computed
+        together (default: gaussian.distance_group)."""
+        group = group or distance_group(self.positions, self.W.shape[1])
+        buffer, sizes = None, []
+        for images in batches:
+            z = self.embed(images.to(self.device, non_blocking=True))
+            if buffer is None:
+                buffer = z.new_empty(z.shape[0], max(group, z.shape[1]), z.shape[2])
+            if sum(sizes) + z.shape[1] > buffer.shape[1]:
+                yield from self._predict_group(buffer[:, :sum(sizes)], sizes)
+                sizes = []
+            buffer[:, sum(sizes):sum(sizes) + z.shape[1]] = z
+            sizes.append(z.shape[1])
+        if sizes:
+            yield from self._predict_group(buffer[:, :sum(sizes)], sizes)
+
+    def _predict_group(self, z: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        distances = self.distances_of(z)  # before anything is yielded: z's buffer is free for the next group
+        maps = [self.smooth(part) for part in distances.split(sizes)]  # a batch at a time: blur memory stays small
+        return [(part, part.flatten(1).amax(dim=1)) for part in maps]
+
     def spill_and_finalize(self, path: str | Path) -> None:
         """finalize() in the sums' memory, their packed copy kept in a raw file at `path` for save()."""
         spilled = self.stats.spill(path)
@@ -175,8 +208,8 @@ class SemiOrthogonal(torch.nn.Module):
         self.stats = spilled
 
     def release_factor(self) -> None:
-        """Frees mu and L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
-        self.mu = self.L_inv = None
+        """Frees mu and L or L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
+        self.mu = self.L = self.L_inv = None
 
     def save(self, path: str | Path) -> None:
         """Atomically writes config, W, the running sums (packed), the backbone and thresholds (no pickled code).

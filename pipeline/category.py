@@ -18,6 +18,7 @@ from common import UserError
 from datasets.base import SegmentedLoader
 from models import SemiOrthogonal, calibrate
 from models.distributed import all_reduce_stats
+from models.gaussian import RunningStats
 from models.semi_ortho import build_extractor
 from pipeline import outputs, progress
 from pipeline.options import RunOptions
@@ -54,12 +55,16 @@ class CategoryResult:
 def score(model: SemiOrthogonal, batches: Iterable[dict]) -> results.Scores | None:
     """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
     maps, image_scores, masks, labels = [], [], [], []
-    for batch in batches:
-        batch_maps, batch_scores = model.predict(batch["image"])
+
+    def images() -> Iterable[torch.Tensor]:
+        for batch in batches:  # masks and labels kept in the order the maps come back in
+            masks.append(batch["mask"].numpy())
+            labels.append(batch["label"].numpy())
+            yield batch["image"]
+
+    for batch_maps, batch_scores in model.predict_batches(images()):
         maps.append(batch_maps.float().cpu().numpy())
         image_scores.append(batch_scores.float().cpu().numpy())
-        masks.append(batch["mask"].numpy())
-        labels.append(batch["label"].numpy())
     if not maps:
         return None
     return results.Scores(maps=np.concatenate(maps), image_scores=np.concatenate(image_scores),
@@ -104,7 +109,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
     c = plan.config
     say(f"{plan.category}: fit {n_fitted} images in {seconds['fit']:.2f} s: {model.positions} positions, "
-        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
+        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {stats_bytes(model.stats) / 1e9:.3f} GB",
         flush=True)
     if rank != 0:
         return None
@@ -149,9 +154,15 @@ def nbytes(tensors: dict) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values() if t.dim())
 
 
+def stats_bytes(stats: RunningStats) -> int:
+    """What the sums hold in memory (not stats.state(), which would pack a copy just to measure it)."""
+    return nbytes({k: v for k, v in vars(stats).items() if isinstance(v, torch.Tensor)})
+
+
 def precision_bytes(model: SemiOrthogonal) -> int:
     """What scoring holds: mu and L, or the --approx alternative's tensors."""
-    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L_inv": model.L_inv}
+    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L": model.L,
+                                                                      "L_inv": model.L_inv}
     return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 

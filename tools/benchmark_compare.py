@@ -63,12 +63,13 @@ def write_version_1(model, path: Path) -> None:
                 "thresholds": {}, "meta": {}, "backbone": model.extractor.state_dict()}, path)
 
 
-def scoring(args: argparse.Namespace, batch: int = 8, repeats: int = 2) -> list[dict]:
-    """Distances of one batch at every position: triangular solve with L against GEMM with L^{-1}, and
-    what each costs to prepare from the same sums (Cholesky alone, or Cholesky and the inverse)."""
+def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
+    """Distances at every position: triangular solve with L against GEMM with L^{-1}, for a batch of 8
+    and for the group train.py scores together, and what each costs to prepare from the same sums
+    (Cholesky alone, or Cholesky and the inverse)."""
     import torch
 
-    from models.gaussian import RunningStats, fit_gaussian, mahalanobis, whitened_distance
+    from models.gaussian import RunningStats, distance_group, fit_gaussian, mahalanobis, whitened_distance
 
     rows = []
     for k in args.scoring_k:
@@ -76,22 +77,22 @@ def scoring(args: argparse.Namespace, batch: int = 8, repeats: int = 2) -> list[
         stats = RunningStats(POSITIONS, k)
         for _ in range(4):  # 2k images: a well-conditioned covariance
             stats.update(torch.randn(POSITIONS, max(1, k // 2), k))
-        z = torch.randn(POSITIONS, batch, k)
-        row = {"k": k, "positions": POSITIONS, "batch": batch}
         start = time.perf_counter()
         mu, L = fit_gaussian(stats, 0.01)
-        row["prepare_L_s"] = time.perf_counter() - start
-        solved = best_of(repeats, mahalanobis, z, mu, L)
-        row["solve_s"], reference = solved
-        del L
+        prepare_L = time.perf_counter() - start
         start = time.perf_counter()
-        mu, L_inv = fit_gaussian(stats, 0.01, in_place=True, inverse=True)
-        row["prepare_L_inv_s"] = time.perf_counter() - start
-        row["gemm_s"], result = best_of(repeats, whitened_distance, z, mu, L_inv)
-        row["solve_over_gemm"] = row["solve_s"] / row["gemm_s"]
-        row["max_rel_diff"] = ((result - reference).abs().max() / reference.abs().max()).item()
-        rows.append(row)
-        del stats, L_inv
+        _, L_inv = fit_gaussian(stats, 0.01, inverse=True)
+        prepare_L_inv = time.perf_counter() - start
+        group = distance_group(POSITIONS, k)  # what train.py scores together
+        for batch in sorted({8, group}):
+            z = torch.randn(POSITIONS, batch, k)
+            solve, reference = best_of(repeats, mahalanobis, z, mu, L)
+            gemm, result = best_of(repeats, whitened_distance, z, mu, L_inv)
+            rows.append({"k": k, "positions": POSITIONS, "batch": batch, "prepare_L_s": prepare_L,
+                         "prepare_L_inv_s": prepare_L_inv, "solve_s": solve, "gemm_s": gemm,
+                         "solve_ms_per_image": 1e3 * solve / batch, "gemm_ms_per_image": 1e3 * gemm / batch,
+                         "max_rel_diff": ((result - reference).abs().max() / reference.abs().max()).item()})
+        del stats, L, L_inv
     return rows
 
 

@@ -97,6 +97,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models import Config, SemiOrthogonal
+    from models.gaussian import distance_group
     from pipeline.plan import split_validation
 
     device = torch.device(args.device)
@@ -123,11 +124,13 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
         out = Path(tempfile.mkdtemp(dir=root))
         with Phase(report, "write model (packed sums)", 1, device):
             model.save(out / "model.pt")
-        with Phase(report, "precision (Cholesky and L^-1)", model.positions, device):
+        with Phase(report, "precision (Cholesky; L^-1 on a GPU)", model.positions, device):
             model.finalize()
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
-            distances = [model.distances_of(model.project(f)) for f in test_features]
+            group = max(1, distance_group(model.positions, model.W.shape[1]) // batch)  # as train.py groups
+            distances = [model.distances_of(torch.cat([model.project(f) for f in test_features[i:i + group]], 1))
+                         for i in range(0, len(test_features), group)]
         del test_features
         with Phase(report, "upsampling + smoothing", len(test), device):
             maps = [model.smooth(d) for d in distances]
