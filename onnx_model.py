@@ -21,7 +21,8 @@ import torch
 
 from common import UserError
 from datasets.base import IMAGENET_MEAN, IMAGENET_STD
-from models.semi_ortho import Config, config_from_state
+from models.config import Config
+from models.model_file import config_from_state
 
 FORMAT = "semiortho-onnx"
 PROTOBUF_LIMIT = 2 * 1024 ** 3  # one ONNX protobuf cannot exceed 2 GB; beyond, weights go to <file>.data

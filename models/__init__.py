@@ -1,10 +1,12 @@
 """Pure-torch model: backbone features, embedding W, per-position Gaussian, score maps."""
 from models.backbone import BACKBONES, default_k, feature_dim
 from models.calibration import calibrate, threshold_at_fpr
+from models.config import Config
 from models.embedding import APPROXIMATIONS, make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
+from models.model_file import config_from_state, read_model_file
 from models.postprocess import gaussian_blur, upsample
-from models.semi_ortho import Config, SemiOrthogonal, config_from_state, read_model_file
+from models.semi_ortho import SemiOrthogonal
 
 __all__ = ["BACKBONES", "APPROXIMATIONS", "Config", "RunningStats", "SemiOrthogonal", "default_k",
            "feature_dim", "fit_gaussian", "gaussian_blur", "mahalanobis", "make_projection",

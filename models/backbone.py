@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import sys
@@ -46,14 +47,43 @@ def default_k(name: str) -> int:
     return DEFAULT_K.get(name, 100)
 
 
+def imagenet_weights(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
+    """torchvision's IMAGENET1K_V1 weights of `name` (what the paper's `pretrained=True` meant) and
+    the file torchvision keeps them in."""
+    spec = torchvision.models.get_model_weights(BACKBONES[name][0]).IMAGENET1K_V1
+    return spec, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.url)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names and values: the same weights give the same digest anywhere."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def weights_reference(extractor: FeatureExtractor) -> dict | None:
+    """What a model file can store instead of the backbone's tensors: its ImageNet weights by address
+    and digest (None for random or file weights, which only the tensors describe)."""
+    if extractor.imagenet_digest is None:
+        return None
+    spec, _ = imagenet_weights(extractor.name)
+    return {"weights": str(spec), "url": spec.url, "sha256": extractor.imagenet_digest}
+
+
+def is_reference(backbone: dict) -> bool:
+    """A model file's backbone entry names ImageNet weights (weights_reference) rather than holding them."""
+    return isinstance(backbone.get("sha256"), str)
+
+
 def _load_weights(model: nn.Module, name: str, weights: str) -> None:
     builder = BACKBONES[name][0]
     if weights == "random":
         return
     if weights == "imagenet":
-        # IMAGENET1K_V1: the weights the paper's `pretrained=True` meant.
-        spec = torchvision.models.get_model_weights(builder).IMAGENET1K_V1
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.url)
+        spec, cache = imagenet_weights(name)
         log = io.StringIO()  # torch.hub announces the download; shown only if it works
         try:
             with contextlib.redirect_stderr(log):
@@ -129,6 +159,9 @@ class FeatureExtractor(nn.Module):
             self.body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
                                       model.layer1, model.layer2, model.layer3)[: 4 + layers[-1]]
             self.taps = tuple(3 + i for i in layers)
+        # Fitted on torchvision's ImageNet weights, a model file may name them instead of holding them
+        # (SemiOrthogonal.save); the digest of the tapped part, before folding, proves a match on load.
+        self.imagenet_digest = state_digest(self.body.state_dict()) if weights == "imagenet" else None
         self.eval().requires_grad_(False)
         fold_batch_norms(self.body)  # frozen BN is an affine map: folded into the conv, 10% faster on CPU
         # channels-last convolutions measured 1.3x faster on CPU for ResNet-18 and WRN-50-2
@@ -152,3 +185,10 @@ class FeatureExtractor(nn.Module):
             if i in self.taps:
                 outputs.append(x)
         return outputs
+
+
+def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),
+                    pre_relu: bool = False) -> FeatureExtractor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # --weights random is reproducible from the seed
+        return FeatureExtractor(backbone, weights, layers, pre_relu)

@@ -2,46 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from common import UserError, atomic_write
-from models.backbone import FeatureExtractor, feature_dim
+from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
+from models.config import Config
 from models.embedding import IDENTITY, make_projection
 from models.gaussian import RunningStats, SpilledStats, distance_group, fit_gaussian, mahalanobis, whitened_distance
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
+from models.model_file import config_from_state, model_state, read_model_file, referenced_backbone
 from models.pooled import PooledStats, fit_pooled
 from models.postprocess import feature_size, gaussian_blur, upsample
-
-FORMAT = "semiortho-model"
-VERSION = 2  # 2: sum zz^T stored packed (k(k+1)/2 per position); 1: full k x k, still read
-READABLE_VERSIONS = (1, 2)
-REQUIRED_KEYS = ("config", "W", "stats", "backbone")  # "thresholds" and "meta" may be absent
-STATS_KEYS = {1: ("n", "shift", "sum_z", "sum_zz"), 2: ("n", "shift", "sum_z", "sum_zz_packed")}
-
-
-@dataclass(frozen=True)
-class Config:
-    backbone: str = "resnet18"
-    k: int = 100
-    approx: str = "ortho"
-    seed: int = 1111
-    image_size: tuple[int, int] = (256, 256)  # (H, W) images are resized to
-    crop: tuple[int, int] | None = None  # centre crop after resizing: the network's input size
-    eps: float = 0.01
-    unbiased: bool = False
-    sigma: float = 4.0
-    backbone_dtype: str = "float32"  # or "bfloat16": the backbone alone runs in it; W, statistics stay float32
-    protocol: str = "standard"  # image pipeline (datasets/transforms.py); files older than it were standard
-    layers: tuple[int, ...] = (1, 2, 3)  # stages tapped as x (ablation; files without it used all three)
-    pre_relu: bool = False  # ResNets: tap each stage before its final ReLU (ablation)
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.crop or self.image_size
 
 
 class SemiOrthogonal(torch.nn.Module):
@@ -211,22 +185,16 @@ class SemiOrthogonal(torch.nn.Module):
         """Frees mu and L or L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
         self.mu = self.L = self.L_inv = None
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, embed_backbone: bool = False) -> None:
         """Atomically writes config, W, the running sums (packed), the backbone and thresholds (no pickled code).
 
+        A backbone with torchvision's ImageNet weights is stored by address and digest (99 MB less for
+        WRN-50-2), unless embed_backbone: then, as random or file weights always are, by its tensors.
         Spilled sums (spill_and_finalize) are read back for the write and their file removed after it."""
         if self.stats is None:
             raise RuntimeError("save() needs the running sums: call it before finalize(), with keep_stats=True "
                                "or after spill_and_finalize()")
-        state = {
-            "format": FORMAT, "version": VERSION,
-            "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self.config).items()},
-            "W": self.W.cpu(),
-            "stats": {key: value.cpu() for key, value in self.stats.state().items()},
-            "thresholds": dict(self.thresholds),
-            "meta": dict(self.meta),
-            "backbone": {key: value.cpu() for key, value in self.extractor.state_dict().items()},
-        }
+        state = model_state(self, embed_backbone)
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         if isinstance(self.stats, SpilledStats):
             self.stats.discard()
@@ -235,8 +203,9 @@ class SemiOrthogonal(torch.nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
         state = read_model_file(path)
-        model = cls(config_from_state(state), weights="random")
-        model.extractor.load_state_dict(state["backbone"])
+        model = cls(config_from_state(state), weights="random", extractor=referenced_backbone(path, state))
+        if not is_reference(state["backbone"]):
+            model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
@@ -247,45 +216,6 @@ class SemiOrthogonal(torch.nn.Module):
         return model
 
 
-def read_model_file(path: str | Path) -> dict:
-    """The saved dictionary, or a one-line UserError for a file that is missing, truncated or not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no model file {path}; pass the model.pt that train.py wrote")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a readable model file ({type(e).__name__}); "
-                        "it may be truncated: refit") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a semi-orthogonal model written by train.py")
-    if state.get("version") not in READABLE_VERSIONS:
-        raise UserError(f"{path} has model format version {state.get('version')}, this code reads "
-                        f"{', '.join(map(str, READABLE_VERSIONS))}; refit with this code")
-    for key in REQUIRED_KEYS:
-        if key not in state:
-            raise UserError(f"{path} has no '{key}' entry; the file is damaged: refit or restore it")
-    keys = STATS_KEYS[state["version"]]
-    missing = [key for key in keys if not isinstance(state["stats"], dict) or key not in state["stats"]]
-    if missing:
-        raise UserError(f"{path} has no 'stats' entry '{missing[0]}'; the file is damaged: refit or restore it")
-    return state
-
-
 def stats_class(approx: str) -> type[RunningStats]:
     """global keeps F x F sums pooled over positions; every other approx one k x k sum per position."""
     return PooledStats if approx == "global" else RunningStats
-
-
-def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),
-                    pre_relu: bool = False) -> FeatureExtractor:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # --weights random is reproducible from the seed
-        return FeatureExtractor(backbone, weights, layers, pre_relu)
-
-
-def config_from_state(state: dict) -> Config:
-    config = state["config"]
-    return Config(**{**config, "image_size": tuple(config["image_size"]),
-                     "crop": tuple(config["crop"]) if config["crop"] else None,
-                     "layers": tuple(config.get("layers", (1, 2, 3)))})

@@ -17,9 +17,9 @@ import results
 from common import UserError
 from datasets.base import SegmentedLoader
 from models import SemiOrthogonal, calibrate
+from models.backbone import build_extractor
 from models.distributed import all_reduce_stats
 from models.gaussian import RunningStats
-from models.semi_ortho import build_extractor
 from pipeline import outputs, progress
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
@@ -166,10 +166,10 @@ def precision_bytes(model: SemiOrthogonal) -> int:
     return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 
-def save_model(scored: Scored) -> None:
+def save_model(scored: Scored, embed_backbone: bool = False) -> None:
     """Writes model.pt once, sums and thresholds together (nothing with --no-save-model)."""
     if scored.model is not None:
-        scored.model.save(scored.staging / results.MODEL_FILE)
+        scored.model.save(scored.staging / results.MODEL_FILE, embed_backbone)
         scored.model = None  # frees the sums once written
 
 

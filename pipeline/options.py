@@ -26,6 +26,7 @@ class RunOptions:
     nsamples: int = 1000
     overwrite: bool = False
     save_model: bool = True  # False (--no-save-model): scores, metrics and the report only
+    embed_backbone: bool = False  # ImageNet weights stored in model.pt rather than named (--embed-backbone)
     metric: str = "auproc"  # the headline; fpr also computes paper_fpr
     label: str = ""  # free tag, stored in metrics.json and results.csv
     layers: tuple[int, ...] | None = (1, 2, 3)

@@ -73,6 +73,7 @@ def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader
                 raise
             report_finished()
             if scored is not None:
-                finishing.append(finisher.submit(finish, options, scored, saving.submit(save_model, scored)))
+                saved = saving.submit(save_model, scored, options.embed_backbone)
+                finishing.append(finisher.submit(finish, options, scored, saved))
         report_finished()
     return done

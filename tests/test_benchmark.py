@@ -35,5 +35,6 @@ def test_benchmark_compares_model_formats_and_scoring(tmp_path):
         rows = json.loads(out.read_text())[mode]
         if mode == "model-file":  # 256 positions x (100 - 55) sums x 4 bytes fewer, up to the zip's padding
             assert abs(rows[0]["bytes"] - rows[1]["bytes"] - 256 * 45 * 4) < 2048
+            assert rows[2]["format"].endswith("named") and rows[1]["bytes"] - rows[2]["bytes"] > 10e6  # ResNet-18
         else:
             assert rows[0]["max_rel_diff"] < 1e-5 and rows[0]["solve_s"] > 0 and rows[0]["gemm_s"] > 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks for a GPU machine; run from the repository root: `bash tools/gpu_check.sh` (results in $OUT):
+# Checks for a GPU machine; run from the repository root: `bash tools/gpu_check.sh` (results in the folder
+# OUT, default /tmp/gpu_check):
 #   1. the same synthetic category fitted on the CPU and on the GPU: metrics and statistics agree;
 #   2. torchrun with one GPU equals the plain run;
 #   3. the MVTec-shaped suite (15 categories, MVTec AD's counts and sizes), WRN-50-2, k = 300, model files written;

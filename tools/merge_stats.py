@@ -17,7 +17,9 @@ import torch
 
 from common import UserError, atomic_write, run_cli
 from models import Config, read_model_file
-from models.semi_ortho import VERSION, stats_class
+from models.backbone import is_reference
+from models.model_file import VERSION
+from models.semi_ortho import stats_class
 
 # W is drawn from (k, approx, seed); the statistics are of features computed at backbone_dtype
 MUST_MATCH = ("backbone", "backbone_dtype", "k", "approx", "seed", "image_size", "crop", "protocol")
@@ -46,8 +48,16 @@ def check_compatible(path: Path, state: dict, first: Path, reference: dict) -> N
                             "only fits of the same data can be merged")
     if not torch.equal(state["W"], reference["W"]):
         raise UserError(f"{path} has another embedding W than {first} (another --seed?); cannot merge")
-    if any(not torch.equal(state["backbone"][k], v) for k, v in reference["backbone"].items()):
+    if not same_backbone(state["backbone"], reference["backbone"]):
         raise UserError(f"{path} has other backbone weights than {first}; cannot merge")
+
+
+def same_backbone(a: dict, b: dict) -> bool:
+    """Equal tensors, or the same ImageNet weights named (by digest); a named and a stored backbone are
+    not compared (refit both with or both without --embed-backbone)."""
+    if is_reference(a) or is_reference(b):
+        return is_reference(a) and is_reference(b) and a["sha256"] == b["sha256"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], v) for k, v in b.items())
 
 
 def merge(paths: list[Path]) -> dict:
