@@ -14,30 +14,107 @@ def paper_pro(
     maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, num_thresholds: int = 1000
 ) -> float:
     """Area under (mean per-image FPR, mean over defective images of their mean region overlap)."""
-    return _paper_area(maps, masks, fpr_limit, num_thresholds, by_region=True)
+    return PaperCounts.of(maps, masks, num_thresholds, regions=True).pro(fpr_limit)
 
 
 def paper_roc(maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 1000) -> float:
     """Area under (mean per-image FPR, mean over defective images of their TPR), limit 1."""
-    return _paper_area(maps, masks, 1.0, num_thresholds, by_region=False)
+    return PaperCounts.of(maps, masks, num_thresholds).roc()
 
 
 def paper_ap(maps: np.ndarray, masks: np.ndarray, recall_limit: float = 0.3, num_thresholds: int = 1000) -> float:
     """The authors' average precision: area under (mean TPR of the defective images, mean precision of
     the images with at least one pixel above the threshold, 0 when none), up to `recall_limit`, divided by it."""
-    check_fpr_limit(recall_limit)
-    _check_thresholds(num_thresholds)
-    recall, precision = _precision_points(maps, masks, num_thresholds)
-    return _area(recall, precision, recall_limit)
+    return PaperCounts.of(maps, masks, num_thresholds).ap(recall_limit)
 
 
 def paper_fpr(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, num_thresholds: int = 1000) -> float:
     """The authors' `--metric fpr`: their curve of mean per-image FPR against itself, same area rule.
     It measures only how evenly the protocol's thresholds cover FPR up to the limit, not the model."""
-    check_fpr_limit(fpr_limit)
-    _check_thresholds(num_thresholds)
-    fpr, _ = _paper_points(maps, masks, num_thresholds, by_region=False)
-    return _area(fpr, fpr, fpr_limit)
+    return PaperCounts.of(maps, masks, num_thresholds).fpr_area(fpr_limit)
+
+
+class PaperCounts:
+    """How many pixels of each image (and of each ground-truth region) score above each of the
+    protocol's thresholds: one pass over the pixels serves every paper metric."""
+
+    def __init__(self, false_pos: np.ndarray, true_pos: np.ndarray, negatives: np.ndarray, positives: np.ndarray,
+                 region_hits: np.ndarray | None = None, region_image: np.ndarray | None = None):
+        self.false_pos, self.true_pos = false_pos, true_pos  # (N, T), thresholds high to low
+        self.negatives, self.positives = negatives, positives  # (N,) pixels outside / inside the masks
+        self.region_hits, self.region_image = region_hits, region_image  # (R, T) fraction above; (R,) its image
+
+    @classmethod
+    def of(cls, maps: np.ndarray, masks: np.ndarray, num_thresholds: int = 1000, regions: bool = False) -> PaperCounts:
+        """`regions`: also the 8-connected regions' overlaps (paper_pro needs them; labelling costs)."""
+        _check_thresholds(num_thresholds)
+        scores, masks = as_maps_and_masks(maps, masks)
+        n_images = len(scores)
+        flat, positive = scores.reshape(n_images, -1), masks.reshape(n_images, -1)
+        ascending = _thresholds(flat, num_thresholds)[::-1]
+        # each pixel's bin: how many thresholds lie strictly below it; it exceeds threshold j (ascending)
+        # when its bin is above j. One histogram per image and class then answers every threshold.
+        bins = np.searchsorted(ascending, flat, side="left").astype(np.int32)
+        width = num_thresholds + 1
+        offset = (np.arange(n_images, dtype=np.int64) * width)[:, None]
+        false_pos, true_pos = (_above_each(np.bincount((bins + offset)[pixels], minlength=n_images * width)
+                                           .reshape(n_images, width)) for pixels in (~positive, positive))
+        counts = cls(false_pos, true_pos, (~positive).sum(axis=1), positive.sum(axis=1))
+        if regions:
+            labels, region_image = label_regions(masks)
+            region = labels.reshape(n_images, -1)[positive] - 1
+            hits = _above_each(np.bincount(region.astype(np.int64) * width + bins[positive],
+                                           minlength=region_image.size * width).reshape(-1, width))
+            counts.region_hits = hits / np.bincount(region, minlength=region_image.size)[:, None]
+            counts.region_image = region_image
+        return counts
+
+    def fpr(self) -> np.ndarray:
+        """Mean over images with defect-free pixels of FP / negatives, per threshold; empty if none."""
+        has = self.negatives > 0
+        return (self.false_pos[has] / self.negatives[has, None]).mean(axis=0) if has.any() else np.zeros(0)
+
+    def pro(self, fpr_limit: float) -> float:
+        check_fpr_limit(fpr_limit)
+        if self.region_hits is None:
+            raise ValueError("PaperCounts.of(..., regions=True) is needed for pro()")
+        if self.region_image.size == 0 or not self.negatives.any():
+            return float("nan")
+        n_images = len(self.negatives)
+        per_image = np.zeros((n_images, self.region_hits.shape[1]))
+        np.add.at(per_image, self.region_image, self.region_hits)
+        n_per_image = np.bincount(self.region_image, minlength=n_images)
+        defective = n_per_image > 0
+        return _area(self.fpr(), (per_image[defective] / n_per_image[defective, None]).mean(axis=0), fpr_limit)
+
+    def roc(self) -> float:
+        defective = self.positives > 0
+        if not defective.any() or not self.negatives.any():
+            return float("nan")
+        return _area(self.fpr(), self.tpr(), 1.0)
+
+    def tpr(self) -> np.ndarray:
+        """Mean TPR of the defective images, per threshold."""
+        defective = self.positives > 0
+        return (self.true_pos[defective] / self.positives[defective, None]).mean(axis=0)
+
+    def ap(self, recall_limit: float) -> float:
+        check_fpr_limit(recall_limit)
+        if not (self.positives > 0).any():
+            return float("nan")
+        predicted = self.true_pos + self.false_pos
+        predicting = predicted > 0
+        ratio = np.divide(self.true_pos, predicted, out=np.zeros(predicted.shape), where=predicting)
+        count = predicting.sum(axis=0)
+        precision = np.divide(ratio.sum(axis=0), count, out=np.zeros(count.shape), where=count > 0)
+        return _area(self.tpr(), precision, recall_limit)
+
+    def fpr_area(self, fpr_limit: float) -> float:
+        check_fpr_limit(fpr_limit)
+        if not (self.positives > 0).any():
+            return float("nan")
+        fpr = self.fpr()
+        return _area(fpr, fpr, fpr_limit)
 
 
 def _check_thresholds(num_thresholds: int) -> None:
@@ -45,11 +122,11 @@ def _check_thresholds(num_thresholds: int) -> None:
         raise ValueError(f"num_thresholds must be >= 1; got {num_thresholds}")
 
 
-def _paper_area(maps, masks, fpr_limit: float, num_thresholds: int, by_region: bool) -> float:
-    check_fpr_limit(fpr_limit)
-    _check_thresholds(num_thresholds)
-    fpr, y = _paper_points(maps, masks, num_thresholds, by_region)
-    return _area(fpr, y, fpr_limit)
+def _above_each(histogram: np.ndarray) -> np.ndarray:
+    """(G, T + 1) histogram of bins (thresholds strictly below a value, ascending) -> (G, T): how many
+    values of each group exceed each threshold, thresholds high to low."""
+    at_least = histogram[:, ::-1].cumsum(axis=1)[:, ::-1]  # value exceeds ascending[j] iff its bin > j
+    return at_least[:, 1:][:, ::-1]
 
 
 def _area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -75,63 +152,6 @@ def _area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(area / limit)
 
 
-def _precision_points(maps, masks, num_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean TPR of defective images and mean precision of predicting images at each threshold (high to
-    low); empty when no image is defective."""
-    scores, masks = as_maps_and_masks(maps, masks)
-    n_images = len(scores)
-    flat, positive = scores.reshape(n_images, -1), masks.reshape(n_images, -1)
-    n_positive = positive.sum(axis=1)
-    defective = n_positive > 0
-    if not defective.any():
-        return np.zeros(0), np.zeros(0)
-    thresholds = _thresholds(flat, num_thresholds)
-    predicted = _above(flat, thresholds)  # (N, T) pixels above each threshold
-    true_pos = _above(np.where(positive, flat, -np.inf), thresholds)
-    recall = (true_pos[defective] / n_positive[defective, None]).mean(axis=0)
-    predicting = predicted > 0
-    ratio = np.divide(true_pos, predicted, out=np.zeros(predicted.shape), where=predicting)
-    count = predicting.sum(axis=0)
-    precision = np.divide(ratio.sum(axis=0), count, out=np.zeros(count.shape), where=count > 0)
-    return recall, precision
-
-
-def _above(flat: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(N, T): how many of each row's values exceed each threshold."""
-    rows = np.sort(flat, axis=1)
-    return np.stack([rows.shape[1] - np.searchsorted(row, thresholds, side="right") for row in rows])
-
-
-def _paper_points(maps, masks, num_thresholds: int, by_region: bool) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and y at each threshold, in the protocol's order (high to low); empty if undefined."""
-    scores, masks = as_maps_and_masks(maps, masks)
-    n_images = len(scores)
-    flat, positive = scores.reshape(n_images, -1), masks.reshape(n_images, -1)
-    labels, region_image = label_regions(masks) if by_region else _images_as_regions(masks)
-    negatives = (~positive).sum(axis=1)
-    if region_image.size == 0 or not negatives.any():
-        return np.zeros(0), np.zeros(0)
-    thresholds = _thresholds(flat, num_thresholds)
-
-    # False positives: sort each image's defect-free scores once (defects sink to -inf, never above
-    # a threshold), then count above every threshold with one searchsorted per image.
-    rows = np.where(positive, -np.inf, flat)
-    rows.sort(axis=1)
-    false_pos = np.stack([rows.shape[1] - np.searchsorted(row, thresholds, side="right") for row in rows])
-    has_negatives = negatives > 0
-    fpr = (false_pos[has_negatives] / negatives[has_negatives, None]).mean(axis=0)
-
-    region = labels.reshape(n_images, -1)[positive] - 1
-    overlap = _count_above(flat[positive], region, region_image.size, thresholds)
-    overlap = overlap / np.bincount(region, minlength=region_image.size)[:, None]
-    per_image = np.zeros((n_images, num_thresholds))
-    np.add.at(per_image, region_image, overlap)
-    n_per_image = np.bincount(region_image, minlength=n_images)
-    defective = n_per_image > 0
-    y = (per_image[defective] / n_per_image[defective, None]).mean(axis=0)
-    return fpr, y
-
-
 def _thresholds(flat: np.ndarray, num_thresholds: int) -> np.ndarray:
     """Quantiles of the first image holding the global max: the max(1, floor(N i / T))-th smallest
     of its N scores for i = T .. 1, so high to low."""
@@ -139,22 +159,3 @@ def _thresholds(flat: np.ndarray, num_thresholds: int) -> np.ndarray:
     i = np.arange(num_thresholds, 0, -1)
     rank = np.maximum(1, top.size * i // num_thresholds)
     return top[rank - 1]
-
-
-def _count_above(values: np.ndarray, group: np.ndarray, n_groups: int, thresholds: np.ndarray) -> np.ndarray:
-    """(n_groups, T): how many values of each group exceed each threshold (given high to low)."""
-    ascending = thresholds[::-1]
-    below = np.searchsorted(ascending, values, side="left")  # thresholds strictly below each value
-    width = ascending.size + 1
-    histogram = np.bincount(group.astype(np.int64) * width + below, minlength=n_groups * width)
-    histogram = histogram.reshape(n_groups, width)
-    # A value exceeds ascending[j] iff more than j thresholds lie below it.
-    at_least = histogram[:, ::-1].cumsum(axis=1)[:, ::-1]
-    return at_least[:, 1:][:, ::-1]
-
-
-def _images_as_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each defective image's defect pixels as one region, so a region's overlap is the image's TPR."""
-    defective = masks.any(axis=(1, 2))
-    number = np.cumsum(defective)
-    return np.where(masks, number[:, None, None], 0), np.flatnonzero(defective)
