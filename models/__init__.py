@@ -5,9 +5,9 @@ from models.config import Config
 from models.embedding import APPROXIMATIONS, make_projection
 from models.gaussian import RunningStats, fit_gaussian, mahalanobis
 from models.model_file import config_from_state, read_model_file
-from models.postprocess import gaussian_blur, upsample
+from models.postprocess import smooth, upsample
 from models.semi_ortho import SemiOrthogonal
 
 __all__ = ["BACKBONES", "APPROXIMATIONS", "Config", "RunningStats", "SemiOrthogonal", "default_k",
-           "feature_dim", "fit_gaussian", "gaussian_blur", "mahalanobis", "make_projection",
+           "feature_dim", "fit_gaussian", "smooth", "mahalanobis", "make_projection",
            "read_model_file", "upsample", "calibrate", "threshold_at_fpr", "config_from_state"]

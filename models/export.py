@@ -9,7 +9,7 @@ import torch
 
 from common import UserError
 from models.gaussian import inverse_factor
-from models.postprocess import gaussian_blur, upsample
+from models.postprocess import smooth
 from models.semi_ortho import SemiOrthogonal
 
 
@@ -42,5 +42,5 @@ class ScoringGraph(torch.nn.Module):
         z = self.project(self.extractor(images))  # (P, N, k)
         whitened = torch.matmul(z - self.mu.unsqueeze(1), self.L_inv.transpose(1, 2))  # (P, N, k)
         distances = whitened.square().sum(dim=2).sqrt().t().reshape(-1, *self.feature_size)
-        maps = gaussian_blur(upsample(distances, self.size), self.sigma)
+        maps = smooth(distances, self.size, self.sigma)
         return maps, maps.flatten(1).amax(dim=1)

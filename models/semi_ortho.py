@@ -11,11 +11,19 @@ from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
 from models.config import Config
 from models.embedding import IDENTITY, make_projection
-from models.gaussian import RunningStats, SpilledStats, distance_group, fit_gaussian, mahalanobis, whitened_distance
+from models.gaussian import (
+    RunningStats,
+    SpilledStats,
+    distance_group,
+    fit_gaussian,
+    fit_group,
+    mahalanobis,
+    whitened_distance,
+)
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
 from models.model_file import config_from_state, model_state, read_model_file, referenced_backbone
 from models.pooled import PooledStats, fit_pooled
-from models.postprocess import feature_size, gaussian_blur, upsample
+from models.postprocess import feature_size, smooth
 
 
 class SemiOrthogonal(torch.nn.Module):
@@ -59,57 +67,77 @@ class SemiOrthogonal(torch.nn.Module):
             features = self.extractor(images)
         return [f.float() for f in features] if reduced else features
 
-    def project(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """The three stage outputs -> z = W^T x (P, B, k) at stride 4.
+    def project(self, features: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        """The stage outputs -> z = W^T x (P, B, k) at stride 4, written into `out` (P, B, k) if given.
 
-        Each stage is projected by its rows of W at its own resolution and then upsampled: nearest
-        upsampling commutes with a per-position linear map, so this equals projecting the F-channel
-        concatenation, without ever building it.
+        Each stage is projected by its rows of W at its own resolution and added to the stride-4
+        positions it covers: nearest upsampling commutes with a per-position linear map, so this equals
+        projecting the F-channel concatenation, without ever building it. With `out` (the fit's and
+        scoring's reused buffers), the full-resolution stage is one GEMM per image written straight
+        into it, and nothing of the size of z is allocated.
         """
-        if self.config.approx in IDENTITY:  # W = I: the concatenation itself, without F x F multiply-adds
-            z = torch.cat([f if f.shape[-2:] == self.feature_size else
-                           F.interpolate(f, size=self.feature_size, mode="nearest") for f in features], dim=1)
-            return z.reshape(z.shape[0], z.shape[1], -1).permute(2, 0, 1)
-        z = None
+        h, w = self.feature_size
+        batch = features[0].shape[0]
+        identity = self.config.approx in IDENTITY  # W = I: the concatenation itself, without F x F multiply-adds
+        direct = out is not None and not identity
+        if out is None:
+            out = features[0].new_empty(h * w, batch, self.W.shape[1])
+        grid = out.view(h, w, batch, -1)  # z's positions as the map's rows and columns
         start = 0
-        for feature in features:
-            rows = self.W[start:start + feature.shape[1]]
-            start += feature.shape[1]
-            part = torch.einsum("bchw,ck->bkhw", feature, rows)
-            if part.shape[-2:] != self.feature_size:
-                part = F.interpolate(part, size=self.feature_size, mode="nearest")
-            z = part if z is None else z + part
-        b, k = z.shape[:2]
-        return z.reshape(b, k, -1).permute(2, 0, 1)
+        for i, feature in enumerate(features):
+            channels = slice(start, start + feature.shape[1])
+            start = channels.stop
+            if direct and i == 0 and feature.shape[-2:] == (h, w):
+                for j in range(batch):
+                    torch.mm(feature[j].permute(1, 2, 0).reshape(h * w, -1), self.W[channels], out=out[:, j])
+                continue
+            part = feature.permute(2, 3, 0, 1)  # (h_i, w_i, B, C_i): a view of channels-last features
+            if identity:
+                add_nearest(grid[..., channels], part, assign=True)
+            else:
+                add_nearest(grid, torch.matmul(part, self.W[channels]), assign=i == 0)
+        return out
+
+    def gather(self, feature_batches: Iterable[list[torch.Tensor]], capacity: int
+               ) -> Iterator[tuple[torch.Tensor, list[int]]]:
+        """Projects batches of stage outputs into one reused (P, capacity, k) buffer and yields its
+        filled part z (P, n, k) with the batch sizes in it whenever the next batch would not fit, and
+        at the end. The buffer is written again once the consumer asks for the next z."""
+        buffer, sizes = None, []
+        for features in feature_batches:
+            size = features[0].shape[0]
+            if buffer is None:
+                buffer = self.W.new_empty(self.positions, max(capacity, size), self.W.shape[1])
+            if sum(sizes) + size > buffer.shape[1]:
+                yield buffer[:, :sum(sizes)], sizes
+                sizes = []
+            self.project(features, out=buffer[:, sum(sizes):sum(sizes) + size])
+            sizes.append(size)
+        if sizes:
+            yield buffer[:, :sum(sizes)], sizes
+
+    def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        for images in batches:
+            yield self.features(images.to(self.device, non_blocking=True))
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor]) -> None:
         """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after."""
-        self.fit_embeddings(self.embed(images.to(self.device, non_blocking=True)) for images in batches)
+        self.fit_features(self.features_of(batches))
 
     @torch.no_grad()
-    def fit_embeddings(self, embeddings: Iterable[torch.Tensor], accumulate: int = 32) -> None:
-        """Accumulates batches of z (P, B, k).
-
-        Embeddings of `accumulate` images are gathered before each update: the update reads and
-        writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small updates are memory-bound.
-        """
+    def fit_features(self, feature_batches: Iterable[list[torch.Tensor]]) -> None:
+        """Accumulates the sums over batches of stage outputs, fit_group(P, k) images per update: each
+        update reads and writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small ones are
+        memory-bound."""
         if self.stats is None:
             self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
-        buffer, filled = None, 0
-        for z in embeddings:
-            if buffer is None:
-                buffer = z.new_empty(z.shape[0], max(accumulate, z.shape[1]), z.shape[2])
-            if filled + z.shape[1] > buffer.shape[1]:
-                self.stats.update(buffer[:, :filled])
-                filled = 0
-            buffer[:, filled:filled + z.shape[1]] = z
-            filled += z.shape[1]
-        if filled:
-            self.stats.update(buffer[:, :filled])
+        for z, _ in self.gather(feature_batches, fit_group(self.positions, self.W.shape[1])):
+            self.stats.update(z)
 
-    def finalize(self, keep_stats: bool = False) -> None:
-        """mu and L^{-1} from the sums. Without keep_stats the sums' memory becomes L^{-1}."""
+    def finalize(self, keep_stats: bool = False, spill: SpilledStats | None = None) -> None:
+        """mu and L (or L^{-1}) from the sums. Without keep_stats the sums' memory becomes the factor;
+        `spill` (the Cholesky approximations' spill_and_finalize) receives the sums as they are replaced."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
         c = self.config
@@ -120,7 +148,8 @@ class SemiOrthogonal(torch.nn.Module):
                                        in_place=not keep_stats)
         else:
             inverse = self.device.type != "cpu"
-            self.mu, factor = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=inverse)
+            self.mu, factor = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=inverse,
+                                           spill=spill)
             self.L, self.L_inv = (None, factor) if inverse else (factor, None)
         if not keep_stats:
             self.stats = None
@@ -143,7 +172,7 @@ class SemiOrthogonal(torch.nn.Module):
 
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
         """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4."""
-        return gaussian_blur(upsample(distances, self.config.input_size), self.config.sigma)
+        return smooth(distances, self.config.input_size, self.config.sigma)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,18 +186,8 @@ class SemiOrthogonal(torch.nn.Module):
         """predict() of each batch, in order. The distances of up to `group` images are computed
         together (default: gaussian.distance_group)."""
         group = group or distance_group(self.positions, self.W.shape[1])
-        buffer, sizes = None, []
-        for images in batches:
-            z = self.embed(images.to(self.device, non_blocking=True))
-            if buffer is None:
-                buffer = z.new_empty(z.shape[0], max(group, z.shape[1]), z.shape[2])
-            if sum(sizes) + z.shape[1] > buffer.shape[1]:
-                yield from self._predict_group(buffer[:, :sum(sizes)], sizes)
-                sizes = []
-            buffer[:, sum(sizes):sum(sizes) + z.shape[1]] = z
-            sizes.append(z.shape[1])
-        if sizes:
-            yield from self._predict_group(buffer[:, :sum(sizes)], sizes)
+        for z, sizes in self.gather(self.features_of(batches), group):
+            yield from self._predict_group(z, sizes)
 
     def _predict_group(self, z: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         distances = self.distances_of(z)  # before anything is yielded: z's buffer is free for the next group
@@ -177,8 +196,12 @@ class SemiOrthogonal(torch.nn.Module):
 
     def spill_and_finalize(self, path: str | Path) -> None:
         """finalize() in the sums' memory, their packed copy kept in a raw file at `path` for save()."""
-        spilled = self.stats.spill(path)
-        self.finalize()
+        if self.config.approx in EIGEN_APPROXIMATIONS or self.config.approx == "global":
+            spilled = self.stats.spill(path)  # whole, before the eigen path takes the memory (global keeps it)
+            self.finalize()
+        else:  # chunk by chunk, as the Cholesky pass reaches them
+            spilled = SpilledStats.create(self.stats, path)
+            self.finalize(spill=spilled)
         self.stats = spilled
 
     def release_factor(self) -> None:
@@ -214,6 +237,21 @@ class SemiOrthogonal(torch.nn.Module):
         if finalize:
             model.finalize(keep_stats=True)
         return model
+
+
+def add_nearest(grid: torch.Tensor, part: torch.Tensor, assign: bool = False) -> None:
+    """grid (h, w, ...) += part (h_i, w_i, ...) upsampled to (h, w) by nearest neighbour (= with assign).
+    An integer factor repeats each value over a block, as F.interpolate's nearest rule does."""
+    (h, w), (rows, cols) = grid.shape[:2], part.shape[:2]
+    if h % rows or w % cols:  # not an integer factor: F.interpolate's own index rule
+        part = F.interpolate(part.permute(2, 3, 0, 1), size=(h, w), mode="nearest").permute(2, 3, 0, 1)
+        rows, cols = h, w
+    blocks = grid.view(rows, h // rows, cols, w // cols, *grid.shape[2:])
+    part = part[:, None, :, None]
+    if assign:
+        blocks.copy_(part)
+    else:
+        blocks.add_(part)
 
 
 def stats_class(approx: str) -> type[RunningStats]:

@@ -12,10 +12,10 @@ from models import (
     SemiOrthogonal,
     feature_dim,
     fit_gaussian,
-    gaussian_blur,
     mahalanobis,
     make_projection,
     read_model_file,
+    smooth,
 )
 from models.backbone import BACKBONES, FeatureExtractor
 from models.postprocess import feature_size
@@ -114,12 +114,31 @@ def test_merge_equals_single_fit():
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (40, 24), (8, 12)])
-def test_gaussian_blur_matches_scipy(shape):
-    maps = np.random.default_rng(4).random((2, *shape))
-    ours = gaussian_blur(torch.from_numpy(maps), sigma=4.0).numpy()
-    ref = np.stack([scipy.ndimage.gaussian_filter(m, sigma=4, truncate=4.0, mode="reflect") for m in maps])
-    np.testing.assert_allclose(ours, ref, atol=1e-12)
+def bilinear_reference(maps, size):
+    """align_corners=False bilinear resampling written out per axis, float64: the sample at output
+    i reads source (i + 0.5) * low / high - 0.5, clamped at 0, between its two neighbours."""
+    def axis(low, high):
+        matrix = np.zeros((high, low))
+        for i in range(high):
+            source = max((i + 0.5) * low / high - 0.5, 0.0)
+            left = int(np.floor(source))
+            right, frac = min(left + 1, low - 1), source - np.floor(source)
+            matrix[i, left] += 1 - frac
+            matrix[i, right] += frac
+        return matrix
+    rows, cols = axis(maps.shape[1], size[0]), axis(maps.shape[2], size[1])
+    return np.stack([rows @ m @ cols.T for m in maps])
+
+
+@pytest.mark.parametrize("low,size", [((16, 16), (64, 64)), ((10, 6), (40, 24)), ((3, 4), (8, 12)), ((7, 5), (29, 17))])
+def test_smoothing_matches_bilinear_then_scipy_gaussian(low, size):
+    distances = np.random.default_rng(4).random((2, *low)) * 10
+    ours = smooth(torch.from_numpy(distances), size, sigma=4.0).numpy()
+    ref = np.stack([scipy.ndimage.gaussian_filter(m, sigma=4, truncate=4.0, mode="reflect")
+                    for m in bilinear_reference(distances, size)])
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    single = smooth(torch.from_numpy(distances).float(), size, sigma=4.0).double().numpy()
+    np.testing.assert_allclose(single, ref, rtol=1e-6)  # float32 maps: float64 matrices, float32 products
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

@@ -1,10 +1,8 @@
 """In-process measurements for tools/benchmark.py: the model's phases one at a time on decoded images,
-and the floor (start, decode, backbone forward), with peak memory sampled as they run; the machine
-they ran on, and the tables they are printed as."""
+with peak memory sampled as they run; the machine they ran on, and the tables they are printed as."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -61,32 +59,6 @@ class Phase:
         self.report.append(row)
 
 
-def floor(root: Path, categories: list[str], args: argparse.Namespace) -> None:
-    """The floor: start, decode every image, run the backbone forward, nothing else."""
-    import torch
-
-    from datasets.base import ImageDataset, SegmentedLoader
-    from datasets.mvtec import load
-    from models.backbone import FeatureExtractor
-
-    device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    extractor = FeatureExtractor(args.model, "random").to(device)
-    # one loader over every category, as train.py reads them
-    parts = [ImageDataset((s := load(root, c)).train + s.test, (args.image_size,) * 2) for c in categories]
-    data = SegmentedLoader(parts, args.batch_size or (32 if device.type == "cuda" else 8), args.workers,
-                           pin_memory=device.type == "cuda")
-    images = 0
-    with torch.inference_mode():
-        for _ in parts:
-            for batch in data.next_segment():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.backbone_dtype == "bfloat16"):
-                    extractor(batch["image"].to(device, non_blocking=True))
-                images += batch["image"].shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    print(json.dumps({"images": images}))
-
-
 def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     """The pipeline one phase at a time, with the model's own functions."""
     import numpy as np
@@ -119,7 +91,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
                 model.features(images.to(device))
         fit_features = [model.features(images.to(device)) for images in fit_batches]
         with Phase(report, "projection + statistics", len(fit), device):
-            model.fit_embeddings(model.project(f) for f in fit_features)
+            model.fit_features(fit_features)
         del fit_features
         out = Path(tempfile.mkdtemp(dir=root))
         with Phase(report, "write model (packed sums)", 1, device):
@@ -128,9 +100,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
             model.finalize()
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
-            group = max(1, distance_group(model.positions, model.W.shape[1]) // batch)  # as train.py groups
-            distances = [model.distances_of(torch.cat([model.project(f) for f in test_features[i:i + group]], 1))
-                         for i in range(0, len(test_features), group)]
+            group = distance_group(model.positions, model.W.shape[1])  # as train.py groups
+            distances = [model.distances_of(z) for z, _ in model.gather(test_features, group)]
         del test_features
         with Phase(report, "upsampling + smoothing", len(test), device):
             maps = [model.smooth(d) for d in distances]
