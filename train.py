@@ -22,11 +22,10 @@ from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
 from models.backbone import ALL_LAYERS, check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
+from pipeline.label import apply_label
 from pipeline.options import RunOptions
-from pipeline.plan import plan_category, segments_of
+from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
-
-LABEL_LAYERS = {"64": (1,), "128": (2,), "256": (3,), "448": ALL_LAYERS}  # ResNet-18's channels per stage
 
 
 def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
@@ -175,27 +174,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def apply_label(args: argparse.Namespace) -> None:
-    """--layers parsed; the authors' --label convention sets --layers and --pre-relu, saying so."""
-    try:
-        args.layers = None if args.layers is None else tuple(sorted({int(v) for v in args.layers.split(",") if v}))
-    except ValueError:
-        raise UserError(f"--layers {args.layers}: pass stage numbers separated by commas, e.g. 1,2,3") from None
-    said = []
-    suffix = args.label.rsplit("_", 1)[-1] if "_" in args.label else ""
-    if suffix in LABEL_LAYERS and args.model == "resnet18":
-        if args.layers not in (None, LABEL_LAYERS[suffix]):
-            raise UserError(f"--label {args.label} means --layers {','.join(map(str, LABEL_LAYERS[suffix]))}; "
-                            "drop --layers or change the label")
-        args.layers = LABEL_LAYERS[suffix]
-        said.append(f"--layers {','.join(map(str, args.layers))}")
-    if "preReLU" in args.label:
-        args.pre_relu = True
-        said.append("--pre-relu")
-    if said:
-        print(f"--label {args.label}: the authors' convention sets {' '.join(said)}")
-
-
 def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
     return RunOptions(dataset=args.dataset, report=Path(args.report or experiment / "results.csv"),
                       backbone=args.model, weights=args.weights, approx=args.approx, k=args.k, eps=args.eps,
@@ -253,8 +231,9 @@ def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOpt
     return wanted
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], SegmentedLoader, torch.device, int, int]:
+    """What a run settles before its first image is decoded: options, a plan per category, one loader over
+    every category's images, the device, this process's rank and the world size (tools/floor.py too)."""
     root = Path(args.dataroot).expanduser() if args.dataroot else None
     data_opts = data_options(args)
     wanted = wanted_categories(args, root, data_opts)
@@ -271,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                            args.batch_size or (32 if device.type == "cuda" else 8),
                            args.workers if args.workers is not None else default_workers(device),
                            pin_memory=device.type == "cuda")
+    return options, plans, data, device, rank, world
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options, plans, data, device, rank, world = planned_run(args)
     with progress.bars(len(plans), progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
         done = run_categories(options, plans, data, device, rank, world,
                               lambda r: progress.finished(headline(r.category, r.metrics, args.metric)))

@@ -38,3 +38,21 @@ def test_benchmark_compares_model_formats_and_scoring(tmp_path):
             assert rows[2]["format"].endswith("named") and rows[1]["bytes"] - rows[2]["bytes"] > 10e6  # ResNet-18
         else:
             assert rows[0]["max_rel_diff"] < 1e-5 and rows[0]["solve_s"] > 0 and rows[0]["gemm_s"] > 0
+
+
+def test_floor_decodes_what_train_decodes_and_writes_nothing(tmp_path):
+    """tools/floor.py takes train.py's flags: every image of every category goes through the backbone
+    (fit, validation and test: 10 + 4 per category here), and no output folder appears."""
+    from tests.helpers.data import write_mvtec
+
+    write_mvtec(tmp_path / "data", ["bottle", "cable"])
+    flags = ["--dataroot", str(tmp_path / "data"), "--category", "bottle,cable", "--model", "resnet18",
+             "--weights", "random", "--image-size", "64", "--workers", "0", "--experiment", str(tmp_path / "exp")]
+    result = subprocess.run([sys.executable, "tools/floor.py", *flags], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"images": 28}
+    assert not (tmp_path / "exp").exists()
+    bad = subprocess.run([sys.executable, "tools/floor.py", *flags[:3], "nope"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr

@@ -10,10 +10,11 @@
 
 Data are synthetic categories in the MVTec AD layout, generated once under --root. "phases" runs
 the model's own functions one phase at a time on decoded images held in memory; "end to end" runs
-train.py as a child process (start to metrics written); "floor" is a child process that only
-starts, decodes and runs the backbone forward pass on the same images, which no implementation can
-beat. Peak memory: resident set size of the process (sampled every 5 ms in-process, the kernel's
-figure for child processes) and, on a GPU, torch.cuda.max_memory_allocated.
+train.py as a child process (start to metrics written); "floor" is tools/floor.py with the same
+flags, a child process that plans and decodes exactly as train.py does and runs only the backbone
+forward pass, which no implementation can beat. Peak memory: resident set size of the process
+(sampled every 5 ms in-process, the kernel's figure for child processes) and, on a GPU,
+torch.cuda.max_memory_allocated.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import _root  # noqa: F401
-from benchmark_phases import floor, machine, phases, table
+from benchmark_phases import machine, phases, table
 
 REPO = _root.ROOT
 
@@ -98,6 +99,11 @@ def train_command(root: Path, category: str, args: argparse.Namespace, experimen
     return command + list(flags)
 
 
+def floor_command(train: list[str]) -> list[str]:
+    """The floor of a train.py command: tools/floor.py with the same flags (same planning and decoding)."""
+    return [sys.executable, "tools/floor.py", *train[2:]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(REPO / ".bench"), help="where synthetic data are generated and reused")
@@ -124,17 +130,13 @@ def main() -> None:
     p.add_argument("--suite-cache", action="store_true",
                    help="--suite twice with train.py --cache: an empty cache, then the filled one")
     p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--floor-only", nargs="+", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on stderr only on a terminal)")
     args = p.parse_args()
     QUIET[0] = args.quiet
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    if args.floor_only:
-        floor(root, args.floor_only, args)
-        return
     args.workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
-    results: dict = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "floor_only"}}
+    results: dict = {"machine": machine(), "args": vars(args)}
     if args.compare:
         results[args.compare] = compare(root, args)
     elif args.suite:
@@ -172,12 +174,9 @@ def single(root: Path, args: argparse.Namespace) -> dict:
     print(table(report, ["phase", "seconds", "items", "per_second", "peak_rss_mb"]
                 + (["peak_gpu_mb"] if args.device == "cuda" else [])))
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        end_to_end = run_child(train_command(root, name, args, Path(tmp) / "exp"))
-    floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size),
-                           "--backbone-dtype", args.backbone_dtype, "--workers",
-                           str(args.workers), "--floor-only", name]
-                          + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
+        command = train_command(root, name, args, Path(tmp) / "exp")
+        end_to_end = run_child(command)
+    floor_run = run_child(floor_command(command))
     forward = next(r["seconds"] for r in report if r["phase"] == "backbone forward")
     summary = {"end_to_end_s": end_to_end["seconds"], "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
                "floor_process_s": floor_run["seconds"], "forward_only_s": forward,
@@ -266,11 +265,7 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
         outputs = {c: exp / "mvtecad" / c for c in MVTEC_SHAPE}
         per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
         metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
-    floor_run = run_child([sys.executable, "tools/benchmark.py", "--root", str(root), "--model", args.model,
-                           "--device", args.device, "--image-size", str(args.image_size),
-                           "--backbone-dtype", args.backbone_dtype, "--workers",
-                           str(args.workers), "--floor-only", *MVTEC_SHAPE]
-                          + (["--batch-size", str(args.batch_size)] if args.batch_size else []))
+    floor_run = run_child(floor_command(train_command(root, ",".join(MVTEC_SHAPE), args, root / "unused")))
     images = sum(n_train + n_test for n_train, n_test, *_ in shape.values())
     summary = {"images": images, "generate_s": generated, "end_to_end_s": end_to_end["seconds"],
                "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
