@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from common import UserError
-from models.gaussian import inverse_factor
+from models.distance import inverse_of_packed
 from models.postprocess import smooth
 from models.semi_ortho import SemiOrthogonal
 
@@ -26,7 +26,7 @@ class ScoringGraph(torch.nn.Module):
         if getattr(model, "precision", None) is not None:  # --approx variants that score without mu and L
             raise UserError(f"--approx {model.config.approx} models cannot be exported; ortho, sample, gaussian "
                             "and full can")
-        if model.L is None and model.L_inv is None:
+        if model.L_packed is None and model.L_inv is None:
             raise RuntimeError("finalize() the model before exporting it")
         self.extractor = model.extractor
         self.size = model.config.input_size
@@ -36,7 +36,8 @@ class ScoringGraph(torch.nn.Module):
         self.register_buffer("W", model.W)
         self.register_buffer("mu", model.mu.float())
         # an exported graph scores by GEMM: L^{-1}, even where the model itself solves with L
-        self.register_buffer("L_inv", (inverse_factor(model.L) if model.L_inv is None else model.L_inv).float())
+        L_inv = inverse_of_packed(model.L_packed) if model.L_inv is None else model.L_inv
+        self.register_buffer("L_inv", L_inv.float())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.project(self.extractor(images))  # (P, N, k)

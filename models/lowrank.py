@@ -8,28 +8,31 @@ authors' code chose them. With k = F every variant is the exact Mahalanobis dist
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from common import UserError
-from models.gaussian import RunningStats, covariance
+from models.gaussian import CovarianceWorkspace, RunningStats
 
 EIGEN_APPROXIMATIONS = ("lowrank", "lowranki", "null")
 FULL_COVARIANCE = ("full", *EIGEN_APPROXIMATIONS)  # per-position F x F sums
-MAX_SUMS_BYTES = 32 << 30  # beyond this the F x F sums per position are refused (WRN-50-2: 53 GB at 256 px)
+MAX_BYTES = 32 << 30  # beyond this F x F statistics per position are refused (WRN-50-2: 53 GB at 256 px)
 
 
 def check_feasible(approx: str, F: int, k: int, feature_size: tuple[int, int]) -> None:
-    """Refuses, before any image is decoded, what cannot be fitted: sums too large, k' beyond F."""
+    """Refuses, before any image is decoded, what cannot be fitted: sums and precision too large (each
+    packed F(F+1)/2 per position for full; the sums and k eigenvectors of F for the others), k' beyond F."""
     if approx not in FULL_COVARIANCE:
         return
     positions = feature_size[0] * feature_size[1]
-    size = positions * F * F * 4
-    if size > MAX_SUMS_BYTES:
+    sums = positions * F * (F + 1) // 2 * 4
+    size = sums + (sums if approx == "full" else positions * F * k * 4)
+    if size > MAX_BYTES:
         raise UserError(f"--approx {approx} needs the full {F} x {F} covariance at each of {positions} positions: "
-                        f"{size / 1e9:.1f} GB of float32 sums alone; use --approx ortho or global, fewer --layers, "
-                        f"or a smaller --image-size")
+                        f"{size / 1e9:.1f} GB of float32 sums and precision; use --approx ortho or global, fewer "
+                        f"--layers, or a smaller --image-size")
     if approx == "lowranki" and eigen_indices(approx, F, k, feature_size)[-1] >= F:
         raise UserError(f"--approx lowranki takes eigenpairs up to k' = max(min(h, w), k) = "
                         f"{max(min(feature_size), k)} > F = {F}; use a smaller --image-size or lowrank")
@@ -58,10 +61,9 @@ class EigenPrecision:
 
 
 def fit_eigen(stats: RunningStats, eps: float, unbiased: bool, approx: str, k: int,
-              feature_size: tuple[int, int], in_place: bool = False,
-              chunk_elements: int | None = None) -> EigenPrecision:
+              feature_size: tuple[int, int], chunk_elements: int | None = None) -> EigenPrecision:
     """Chunks of positions through a float64 symmetric eigensolver, in threads on the CPU like the
-    Cholesky path. in_place (k = F only) reuses sum_zz's memory for U, so the stats are spent after."""
+    Cholesky path."""
     n = stats.n
     if n < 1 or (unbiased and n < 2):
         raise UserError(f"need at least {2 if unbiased else 1} training images to fit, got {n}")
@@ -70,19 +72,23 @@ def fit_eigen(stats: RunningStats, eps: float, unbiased: bool, approx: str, k: i
     # eigh sorts ascending: descending index j is ascending index F - 1 - j
     chosen = torch.tensor([F - 1 - j for j in eigen_indices(approx, F, k, feature_size)],
                           device=stats.sum_z.device)
-    U = stats.sum_zz if in_place and k == F else stats.sum_zz.new_empty(positions, F, k)
+    U = stats.sum_zz.new_empty(positions, F, k)
     inv_sqrt = stats.sum_z.new_empty(positions, k)
     eye = torch.eye(F, dtype=torch.float64, device=stats.sum_z.device)
     if chunk_elements is None:
         chunk_elements = 1 << 20 if stats.sum_z.device.type == "cpu" else 1 << 26
-    size = max(1, chunk_elements // (F * F))
+    size = min(positions, max(1, chunk_elements // (F * F)))
     failed = []
     inference = torch.is_inference_mode_enabled()
+    local = threading.local()
 
     def decompose(start: int) -> None:
         with torch.inference_mode(inference):
+            if not hasattr(local, "workspace"):
+                local.workspace = CovarianceWorkspace(size, F, stats.sum_z.device)
             part = slice(start, start + size)
-            values, vectors = torch.linalg.eigh(covariance(stats, part, unbiased).add_(eye, alpha=eps))
+            cov = local.workspace.covariance(stats, start, min(size, positions - start), unbiased)
+            values, vectors = torch.linalg.eigh(cov.add_(eye, alpha=eps))
             values, vectors = values[:, chosen], vectors[:, :, chosen]
             failed.append(bool((values <= 0).any()))
             U[part] = vectors.to(U.dtype)

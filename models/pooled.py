@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from common import UserError
-from models.gaussian import RunningStats, pack_lower
+from models.gaussian import RunningStats, pack_lower, unpack_lower
 
 
 class PooledStats(RunningStats):
@@ -39,13 +39,8 @@ class PooledStats(RunningStats):
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> PooledStats:
         stats = super().from_state(state, device)
-        if stats.sum_zz.dim() == 3:  # unpacked as one (1, F, F) row
-            stats.sum_zz = stats.sum_zz[0]
+        stats.sum_zz = unpack_lower(stats.sum_zz, stats.sum_z.shape[1])[0]  # stored as one packed (F, F) row
         return stats
-
-    def spill(self, path: object) -> PooledStats:
-        """Nothing to spill: F x F is small, and fitting the pooled precision leaves the sums intact."""
-        return self
 
     def reshift(self, shift: torch.Tensor, chunk: int = 256) -> None:  # chunk: RunningStats' signature
         """sum_p sum (z - b_p)(..)^T = sum_zz + S1^T D + D^T S1 + n D^T D, with D = a - b, S1 = sum (z - a)."""

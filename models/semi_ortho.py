@@ -10,16 +10,9 @@ import torch.nn.functional as F
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
 from models.config import Config
+from models.distance import distance_group, mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
-from models.gaussian import (
-    RunningStats,
-    SpilledStats,
-    distance_group,
-    fit_gaussian,
-    fit_group,
-    mahalanobis,
-    whitened_distance,
-)
+from models.gaussian import RunningStats, cholesky_packed, fit_group, inverse_cholesky
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
 from models.model_file import config_from_state, model_state, read_model_file, referenced_backbone
 from models.pooled import PooledStats, fit_pooled
@@ -38,11 +31,11 @@ class SemiOrthogonal(torch.nn.Module):
         W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size)
-        self.stats: RunningStats | SpilledStats | None = None
+        self.stats: RunningStats | None = None
         self.register_buffer("mu", None)
-        # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L (CPU: triangular solve) or L^{-1}
-        # (GPU: GEMM) is held, whichever scores faster there (BENCHMARKS.md)
-        self.register_buffer("L", None)
+        # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L packed (CPU: triangular solve, beside
+        # the packed sums in their size) or L^{-1} (GPU: GEMM) is held, whichever scores faster there
+        self.register_buffer("L_packed", None)
         self.register_buffer("L_inv", None)
         self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
@@ -135,24 +128,21 @@ class SemiOrthogonal(torch.nn.Module):
         for z, _ in self.gather(feature_batches, fit_group(self.positions, self.W.shape[1])):
             self.stats.update(z)
 
-    def finalize(self, keep_stats: bool = False, spill: SpilledStats | None = None) -> None:
-        """mu and L (or L^{-1}) from the sums. Without keep_stats the sums' memory becomes the factor;
-        `spill` (the Cholesky approximations' spill_and_finalize) receives the sums as they are replaced."""
+    def finalize(self, inverse: bool | None = None) -> None:
+        """mu and the factor (or the --approx alternative's precision) from the sums, which stay: save()
+        writes them; drop them (model.stats = None) once saved or not needed. The factor is L, packed,
+        for the triangular solve (CPU), or with `inverse` (default on a GPU) L^{-1} for one GEMM."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
         c = self.config
         if c.approx == "global":
             self.precision = fit_pooled(self.stats, c.eps, c.unbiased)
         elif c.approx in EIGEN_APPROXIMATIONS:
-            self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size,
-                                       in_place=not keep_stats)
+            self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size)
+        elif inverse or (inverse is None and self.device.type != "cpu"):
+            self.mu, self.L_inv = inverse_cholesky(self.stats, c.eps, c.unbiased)
         else:
-            inverse = self.device.type != "cpu"
-            self.mu, factor = fit_gaussian(self.stats, c.eps, c.unbiased, in_place=not keep_stats, inverse=inverse,
-                                           spill=spill)
-            self.L, self.L_inv = (None, factor) if inverse else (factor, None)
-        if not keep_stats:
-            self.stats = None
+            self.mu, self.L_packed = cholesky_packed(self.stats, c.eps, c.unbiased)
 
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:
@@ -164,8 +154,8 @@ class SemiOrthogonal(torch.nn.Module):
             return self.precision.distance(z).t().reshape(-1, *self.feature_size)
         if self.L_inv is not None:
             distances = whitened_distance(z, self.mu, self.L_inv)
-        elif self.L is not None:
-            distances = mahalanobis(z, self.mu, self.L)
+        elif self.L_packed is not None:
+            distances = mahalanobis(z, self.mu, self.L_packed)
         else:
             raise RuntimeError("finalize() the model before scoring")
         return distances.t().reshape(-1, *self.feature_size)
@@ -184,7 +174,7 @@ class SemiOrthogonal(torch.nn.Module):
     def predict_batches(self, batches: Iterable[torch.Tensor], group: int | None = None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """predict() of each batch, in order. The distances of up to `group` images are computed
-        together (default: gaussian.distance_group)."""
+        together (default: distance.distance_group)."""
         group = group or distance_group(self.positions, self.W.shape[1])
         for z, sizes in self.gather(self.features_of(batches), group):
             yield from self._predict_group(z, sizes)
@@ -194,34 +184,16 @@ class SemiOrthogonal(torch.nn.Module):
         maps = [self.smooth(part) for part in distances.split(sizes)]  # a batch at a time: blur memory stays small
         return [(part, part.flatten(1).amax(dim=1)) for part in maps]
 
-    def spill_and_finalize(self, path: str | Path) -> None:
-        """finalize() in the sums' memory, their packed copy kept in a raw file at `path` for save()."""
-        if self.config.approx in EIGEN_APPROXIMATIONS or self.config.approx == "global":
-            spilled = self.stats.spill(path)  # whole, before the eigen path takes the memory (global keeps it)
-            self.finalize()
-        else:  # chunk by chunk, as the Cholesky pass reaches them
-            spilled = SpilledStats.create(self.stats, path)
-            self.finalize(spill=spilled)
-        self.stats = spilled
-
-    def release_factor(self) -> None:
-        """Frees mu and L or L^{-1} (the model can no longer score), e.g. before save() reads spilled sums back."""
-        self.mu = self.L = self.L_inv = None
-
     def save(self, path: str | Path, embed_backbone: bool = False) -> None:
         """Atomically writes config, W, the running sums (packed), the backbone and thresholds (no pickled code).
 
         A backbone with torchvision's ImageNet weights is stored by address and digest (99 MB less for
         WRN-50-2), unless embed_backbone: then, as random or file weights always are, by its tensors.
-        Spilled sums (spill_and_finalize) are read back for the write and their file removed after it."""
+        Reads the model only: another thread may go on scoring with it meanwhile."""
         if self.stats is None:
-            raise RuntimeError("save() needs the running sums: call it before finalize(), with keep_stats=True "
-                               "or after spill_and_finalize()")
+            raise RuntimeError("save() needs the running sums, and they were dropped")
         state = model_state(self, embed_backbone)
         atomic_write(path, lambda tmp: torch.save(state, tmp))
-        if isinstance(self.stats, SpilledStats):
-            self.stats.discard()
-            self.stats = None
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
@@ -235,7 +207,7 @@ class SemiOrthogonal(torch.nn.Module):
         model.to(device)
         model.stats = stats_class(model.config.approx).from_state(state["stats"], device)
         if finalize:
-            model.finalize(keep_stats=True)
+            model.finalize()
         return model
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,9 @@ from datasets.base import SegmentedLoader
 from models import SemiOrthogonal, calibrate
 from models.backbone import build_extractor
 from models.distributed import all_reduce_stats
-from models.gaussian import RunningStats
 from pipeline import outputs, progress
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
-
-SPILLED_SUMS = ".sums.packed"  # scratch file in the staging folder, removed once model.pt is written
 
 
 @dataclass
@@ -36,7 +33,7 @@ class Scored:
     thresholds: dict[str, float]
     seconds: dict[str, float]
     n_fitted: int
-    model: SemiOrthogonal | None  # its sums kept (GPU) or spilled to the staging folder (CPU); None: not saved
+    saved: Future | None  # model.pt being written into the staging folder; None: --no-save-model
 
 
 @dataclass
@@ -89,9 +86,11 @@ def build_model(options: RunOptions, plan: Plan, device: torch.device, extractor
 
 
 def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device: torch.device,
-                  staging: Path | None, rank: int = 0, world: int = 1, extractors: dict | None = None) -> Scored | None:
+                  staging: Path | None, rank: int = 0, world: int = 1, extractors: dict | None = None,
+                  save: Callable[[SemiOrthogonal], Future] | None = None) -> Scored | None:
     """Fits, calibrates and scores one category, reading its segments of `data`; under torchrun only
-    rank 0 (the one with a staging folder) goes past the fit."""
+    rank 0 (the one with a staging folder) goes past the fit. `save` starts writing the calibrated
+    model (save_model in the background); None: no model file."""
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     model = build_model(options, plan, device, {} if extractors is None else extractors)
@@ -109,18 +108,14 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
     c = plan.config
     say(f"{plan.category}: fit {n_fitted} images in {seconds['fit']:.2f} s: {model.positions} positions, "
-        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {stats_bytes(model.stats) / 1e9:.3f} GB",
+        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
         flush=True)
     if rank != 0:
         return None
-    # A GPU holds both the sums and L; on the CPU L takes the sums' memory, so their packed copy
-    # waits in a scratch file until model.pt is written, once, with the thresholds.
-    keep_stats = device.type == "cuda"
     t = time.perf_counter()
-    if keep_stats or not options.save_model:
-        model.finalize(keep_stats=keep_stats and options.save_model)
-    else:
-        model.spill_and_finalize(staging / SPILLED_SUMS)
+    model.finalize()  # the packed sums stay beside the factor until model.pt is written
+    if save is None:
+        model.stats = None
     seconds["precision"] = time.perf_counter() - t
     say(f"{plan.category}: precision in {seconds['precision']:.2f} s: {precision_bytes(model) / 1e9:.3f} GB",
         flush=True)
@@ -133,11 +128,20 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     else:
         print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
               "no thresholds stored", file=sys.stderr)
+    model.thresholds = thresholds
     seconds["calibrate"] = time.perf_counter() - t
     say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
         f"{seconds['calibrate']:.2f} s", flush=True)
+    # model.pt is complete now (sums and thresholds): written once, in the background, while the test
+    # images are scored; the sums are dropped once it is written.
+    saved = save(model) if save is not None else None
     t = time.perf_counter()
-    scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
+    try:
+        scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
+    except BaseException:
+        if saved is not None:  # the caller removes the staging folder: not while the file is being written
+            wait([saved])
+        raise
     seconds["score"] = time.perf_counter() - t
     n_scored = 0 if scores is None else len(scores)
     say(f"{plan.category}: score {n_scored} test images in {seconds['score']:.2f} s", flush=True)
@@ -145,32 +149,25 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     if scores is not None:  # None: no test images (a folder dataset of normal images only)
         scores.defects = np.array([s.defect for s in plan.splits.test])
         scores.paths = np.array([str(s.image) for s in plan.splits.test])
-    model.thresholds = thresholds
-    model.release_factor()  # L is no longer needed: its memory goes before the sums are read back to save
-    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, model if options.save_model else None)
+    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, saved)
 
 
 def nbytes(tensors: dict) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values() if t.dim())
 
 
-def stats_bytes(stats: RunningStats) -> int:
-    """What the sums hold in memory (not stats.state(), which would pack a copy just to measure it)."""
-    return nbytes({k: v for k, v in vars(stats).items() if isinstance(v, torch.Tensor)})
-
-
 def precision_bytes(model: SemiOrthogonal) -> int:
     """What scoring holds: mu and L, or the --approx alternative's tensors."""
-    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L": model.L,
+    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L": model.L_packed,
                                                                       "L_inv": model.L_inv}
     return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 
-def save_model(scored: Scored, embed_backbone: bool = False) -> None:
-    """Writes model.pt once, sums and thresholds together (nothing with --no-save-model)."""
-    if scored.model is not None:
-        scored.model.save(scored.staging / results.MODEL_FILE, embed_backbone)
-        scored.model = None  # frees the sums once written
+def save_model(staging: Path, embed_backbone: bool, model: SemiOrthogonal) -> None:
+    """Writes model.pt once, sums and thresholds together, then drops the sums (a background job: the
+    model scores on meanwhile)."""
+    model.save(staging / results.MODEL_FILE, embed_backbone)
+    model.stats = None
 
 
 def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
@@ -190,7 +187,7 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
     }
 
 
-def finish(options: RunOptions, scored: Scored, model_saved: Future) -> CategoryResult:
+def finish(options: RunOptions, scored: Scored) -> CategoryResult:
     """The CPU half: every metric, scores.npz and metrics.json staged, then the category committed and
     its CSV row appended. On any error the staging folder goes and the previous results stay. Without
     defective test images, metrics.json's metrics are empty (and so are the CSV row's metric cells)."""
@@ -217,7 +214,8 @@ def finish(options: RunOptions, scored: Scored, model_saved: Future) -> Category
         seconds["write"] = time.perf_counter() - t
         seconds["total"] = seconds["device_total"] + measuring + seconds["write"]
         results.write_metrics(scored.staging / results.METRICS_FILE, summary)
-        model_saved.result()
+        if scored.saved is not None:
+            scored.saved.result()
         out_dir = scored.plan.out_dir
         outputs.commit(scored.staging, out_dir, options.overwrite)
     except BaseException:

@@ -41,7 +41,7 @@ def fitted() -> tuple[SemiOrthogonal, torch.Tensor]:
     torch.manual_seed(1)
     model = SemiOrthogonal(CONFIG, weights="imagenet")
     model.fit(torch.randn(12, 3, 32, 32).split(5))
-    model.finalize(keep_stats=True)
+    model.finalize()
     return model, torch.randn(3, 3, 32, 32)
 
 

@@ -24,7 +24,7 @@ def fitted_model(path: Path, thresholds: dict) -> SemiOrthogonal:
     generator = torch.Generator().manual_seed(0)
     model = SemiOrthogonal(Config(backbone="resnet18", k=10, image_size=(64, 64)), weights="random")
     model.fit(torch.randn(8, 3, 64, 64, generator=generator) for _ in range(3))
-    model.finalize(keep_stats=True)
+    model.finalize()
     if thresholds:
         maps, scores = model.predict(torch.randn(4, 3, 64, 64, generator=generator))
         model.thresholds = {**thresholds, "image": float(scores.median()), "pixel": float(maps.median()),

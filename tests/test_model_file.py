@@ -1,5 +1,6 @@
 """Model file format 2 (packed sums, written once), format 1 still read, and --no-save-model."""
 import json
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,10 +27,11 @@ def fitted(seed: int = 0) -> tuple[SemiOrthogonal, torch.Tensor]:
 def write_version_1(model: SemiOrthogonal, path: Path) -> None:
     """A model file exactly as the format-1 code wrote it: full k x k sums, version 1."""
     stats = model.stats
+    full = unpack_lower(stats.sum_zz, stats.sum_z.shape[1])
     torch.save({"format": "semiortho-model", "version": 1,
                 "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()},
                 "W": model.W, "stats": {"n": torch.tensor(stats.n), "shift": stats.shift, "sum_z": stats.sum_z,
-                                        "sum_zz": stats.sum_zz},
+                                        "sum_zz": full},
                 "thresholds": {"pixel": 1.5}, "meta": {}, "backbone": model.extractor.state_dict()}, path)
 
 
@@ -54,10 +56,7 @@ def test_packed_round_trip_is_half_size_and_scores_the_same(tmp_path):
     assert state["version"] == 2 and "sum_zz" not in state["stats"]
     assert state["stats"]["sum_zz_packed"].shape == (positions, k * (k + 1) // 2)
     loaded = SemiOrthogonal.load(tmp_path / "v2.pt", finalize=False)
-    # the lower triangle (what Cholesky reads) comes back bit for bit, the upper one as its mirror
-    lower = torch.tril(torch.ones(k, k, dtype=torch.bool))
-    assert torch.equal(loaded.stats.sum_zz[:, lower], model.stats.sum_zz[:, lower])
-    assert torch.equal(loaded.stats.sum_zz, loaded.stats.sum_zz.transpose(1, 2))
+    assert torch.equal(loaded.stats.sum_zz, model.stats.sum_zz)  # packed in memory as in the file: bit for bit
     assert loaded.thresholds == {"pixel": 2.0} and loaded.stats.n == 12
     loaded.finalize()
     model.finalize()
@@ -86,28 +85,39 @@ def test_format_1_files_still_load(tmp_path):
         read_model_file(tmp_path / "damaged.pt")
 
 
-def test_spilled_sums_give_the_file_of_kept_sums(tmp_path):
-    """The CPU path (sums spilled, then L in their memory) writes what the GPU path (sums kept) writes."""
-    kept, test = fitted(2)
-    spilled, _ = fitted(2)
-    kept.finalize(keep_stats=True)
-    kept.save(tmp_path / "kept.pt")
-    spilled.spill_and_finalize(tmp_path / "sums.tmp")
-    assert spilled.stats.path.exists()
-    scores = spilled.distances(test)
-    spilled.release_factor()
-    spilled.save(tmp_path / "spilled.pt")
-    assert not (tmp_path / "sums.tmp").exists() and spilled.stats is None
-    a, b = (torch.load(tmp_path / name, weights_only=True)["stats"] for name in ("kept.pt", "spilled.pt"))
+def test_saving_after_finalize_or_while_scoring_writes_the_sums_as_fitted(tmp_path):
+    """finalize() leaves the packed sums as they were: the file written before it, after it, and from a
+    thread while the model scores are the same, and the sums of a format-1 file come back packed."""
+    model, test = fitted(2)
+    model.save(tmp_path / "before.pt")
+    model.finalize()
+    scorer = threading.Thread(target=lambda: [model.distances(test) for _ in range(3)])
+    scorer.start()
+    model.save(tmp_path / "after.pt")
+    scorer.join()
+    a, b = (torch.load(tmp_path / name, weights_only=True)["stats"] for name in ("before.pt", "after.pt"))
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    torch.testing.assert_close(SemiOrthogonal.load(tmp_path / "spilled.pt").distances(test), scores)
+    write_version_1(model, tmp_path / "v1.pt")
+    assert torch.equal(SemiOrthogonal.load(tmp_path / "v1.pt", finalize=False).stats.sum_zz, model.stats.sum_zz)
+    torch.testing.assert_close(SemiOrthogonal.load(tmp_path / "after.pt").distances(test), model.distances(test))
 
 
-def test_state_keeps_the_lower_triangle_of_unsymmetric_rounding():
-    stats = RunningStats(4, 3)
-    stats.update(torch.randn(4, 5, 3))
-    back = RunningStats.from_state(stats.state())
-    assert torch.equal(back.sum_zz, stats.sum_zz.tril() + stats.sum_zz.tril(-1).transpose(1, 2))
+def test_packed_sums_are_the_float64_sums_of_the_centred_embeddings():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(6, 41, 9)) * 3 + 20
+    stats = RunningStats(6, 9)
+    for start in range(0, 41, 13):  # uneven batches; positions cross the update's chunks of 4
+        stats.update(torch.from_numpy(z[:, start:start + 13]).float(), chunk=4)
+    centred = z.astype(np.float32).astype(np.float64) - stats.shift.double().numpy()[:, None]
+    ref = np.einsum("pni,pnj->pij", centred, centred)
+    rows, cols = np.tril_indices(9)
+    np.testing.assert_allclose(stats.sum_zz.double().numpy(), ref[:, rows, cols], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(stats.sum_z.double().numpy(), centred.sum(axis=1), rtol=1e-5, atol=1e-4)
+    other = torch.from_numpy(rng.normal(size=(6, 9))).float()
+    stats.reshift(other)  # the same sums around another shift, float64 inside
+    moved = z.astype(np.float32).astype(np.float64) - other.double().numpy()[:, None]
+    np.testing.assert_allclose(unpack_lower(stats.sum_zz, 9).double().numpy(),
+                               np.einsum("pni,pnj->pij", moved, moved), rtol=1e-5)
 
 
 def test_no_save_model_still_writes_scores_metrics_and_report(tmp_path):

@@ -10,14 +10,15 @@ from models import (
     Config,
     RunningStats,
     SemiOrthogonal,
+    cholesky_packed,
     feature_dim,
-    fit_gaussian,
     mahalanobis,
     make_projection,
     read_model_file,
     smooth,
 )
 from models.backbone import BACKBONES, FeatureExtractor
+from models.gaussian import pack_lower, unpack_lower
 from models.postprocess import feature_size
 
 
@@ -60,8 +61,10 @@ def test_streaming_fit_matches_float64_formula_with_large_offset(unbiased):
     stats = RunningStats(P, k)
     for start in range(0, N, 37):  # uneven batches
         stats.update(torch.from_numpy(z[:, start:start + 37]).float())
-    mu, chol = fit_gaussian(stats, eps=0.01, unbiased=unbiased, chunk_elements=2 * k * k)
-    assert torch.equal(chol, chol.tril())
+    mu, packed = cholesky_packed(stats, eps=0.01, unbiased=unbiased, chunk_elements=2 * k * k)
+    assert packed.shape == (P, k * (k + 1) // 2)
+    chol = unpack_lower(packed, k).tril()
+    assert torch.equal(pack_lower(chol), packed)
     prec = np.linalg.inv(chol.double().numpy() @ chol.double().numpy().transpose(0, 2, 1))
     ref_mu, ref_prec = reference_stats(z, 0.01, unbiased)
     assert stats.n == N
@@ -77,13 +80,14 @@ def test_cholesky_for_large_k_is_exact():
     z = rng.normal(size=(P, N, k)) @ rng.normal(size=(k, k)) * 0.1
     stats = RunningStats(P, k)
     stats.update(torch.from_numpy(z).float())
-    _, chol = fit_gaussian(stats, eps=0.01)
+    _, packed = cholesky_packed(stats, eps=0.01)
+    chol = unpack_lower(packed, k).tril()
     ref_cov = np.stack([np.cov(x.T, bias=True) for x in z.astype(np.float32).astype(np.float64)]) + 0.01 * np.eye(k)
     cov = chol.double().numpy() @ chol.double().numpy().transpose(0, 2, 1)
     err = np.abs(cov - ref_cov).max() / np.abs(ref_cov).max()
     assert err < 1e-5
     probe = rng.normal(size=(P, 4, k)) * 0.3
-    d = mahalanobis(torch.from_numpy(probe).float(), stats.mean(), chol).double().numpy()
+    d = mahalanobis(torch.from_numpy(probe).float(), stats.mean(), packed).double().numpy()
     ref_mu = z.astype(np.float32).astype(np.float64).mean(axis=1)
     centred = probe - ref_mu[:, None]
     ref_d = np.sqrt(np.einsum("pbi,pij,pbj->pb", centred, np.linalg.inv(ref_cov), centred))
@@ -96,7 +100,7 @@ def test_mahalanobis_matches_direct_formula():
     chol = np.tril(rng.normal(size=(P, k, k))) + 3 * np.eye(k)
     prec = np.linalg.inv(chol @ chol.transpose(0, 2, 1))
     mu, z = rng.normal(size=(P, k)), rng.normal(size=(P, B, k))
-    d = mahalanobis(*(torch.from_numpy(x) for x in (z, mu, chol)))
+    d = mahalanobis(torch.from_numpy(z), torch.from_numpy(mu), pack_lower(torch.from_numpy(chol)), chunk=3)
     ref = np.array([[np.sqrt((z[p, b] - mu[p]) @ prec[p] @ (z[p, b] - mu[p])) for b in range(B)] for p in range(P)])
     np.testing.assert_allclose(d.numpy(), ref, rtol=1e-10)
 
@@ -110,7 +114,7 @@ def test_merge_equals_single_fit():
     b.update(z[:, 30:])
     a.merge(b)
     assert a.n == whole.n
-    for x, y in zip(fit_gaussian(a, 0.01), fit_gaussian(whole, 0.01)):
+    for x, y in zip(cholesky_packed(a, 0.01), cholesky_packed(whole, 0.01)):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)
 
 
@@ -285,4 +289,5 @@ def test_streaming_fit_is_independent_of_batch_size():
     one.finalize()  # the shifts differ (each run's first batch mean): compare what the sums define
     sixteen.finalize()
     torch.testing.assert_close(one.mu, sixteen.mu, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(one.L, sixteen.L, rtol=1e-4, atol=1e-4 * sixteen.L.abs().max().item())
+    torch.testing.assert_close(one.L_packed, sixteen.L_packed, rtol=1e-4,
+                               atol=1e-4 * sixteen.L_packed.abs().max().item())

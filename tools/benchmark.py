@@ -222,9 +222,9 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
         # global pools one F x F sum over positions; the eigen variants keep F x F per position, like full
         width = F if approx in ("lowrank", "lowranki", "null") else k
         row = {"model": backbone, "approx": approx, "k": k,
-               "sum_zz_gb": (F * F if approx == "global" else positions * width * width) * 4 / 1e9}
+               "sum_zz_gb": (F * F if approx == "global" else positions * width * (width + 1) // 2) * 4 / 1e9}
         if approx in ("full", "lowrank", "lowranki", "null") and F > 1000:
-            row["note"] = f"infeasible: sum zz^T alone is {row['sum_zz_gb']:.0f} GB (float32)"
+            row["note"] = f"infeasible: sum zz^T (packed) alone is {row['sum_zz_gb']:.0f} GB (float32)"
             rows.append(row)
             continue
         with tempfile.TemporaryDirectory(dir=root) as tmp:

@@ -67,21 +67,25 @@ def write_version_1(model, path: Path) -> None:
     """The model file as format 1 wrote it (full k x k sums), for comparison."""
     import torch
 
+    from models.gaussian import unpack_lower
+
     stats = model.stats
+    full = unpack_lower(stats.sum_zz, stats.sum_z.shape[1])
     torch.save({"format": "semiortho-model", "version": 1, "W": model.W,
                 "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()},
                 "stats": {"n": torch.tensor(stats.n), "shift": stats.shift, "sum_z": stats.sum_z,
-                          "sum_zz": stats.sum_zz},
+                          "sum_zz": full},
                 "thresholds": {}, "meta": {}, "backbone": model.extractor.state_dict()}, path)
 
 
 def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
-    """Distances at every position: triangular solve with L against GEMM with L^{-1}, for a batch of 8
-    and for the group train.py scores together, and what each costs to prepare from the same sums
+    """Distances at every position: triangular solve with packed L against GEMM with L^{-1}, for a batch
+    of 8 and for the group train.py scores together, and what each costs to prepare from the same sums
     (Cholesky alone, or Cholesky and the inverse)."""
     import torch
 
-    from models.gaussian import RunningStats, distance_group, fit_gaussian, mahalanobis, whitened_distance
+    from models.distance import distance_group, mahalanobis, whitened_distance
+    from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
 
     rows = []
     for k in args.scoring_k:
@@ -90,10 +94,10 @@ def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
         for _ in range(4):  # 2k images: a well-conditioned covariance
             stats.update(torch.randn(POSITIONS, max(1, k // 2), k))
         start = time.perf_counter()
-        mu, L = fit_gaussian(stats, 0.01)
+        mu, L = cholesky_packed(stats, 0.01)
         prepare_L = time.perf_counter() - start
         start = time.perf_counter()
-        _, L_inv = fit_gaussian(stats, 0.01, inverse=True)
+        _, L_inv = inverse_cholesky(stats, 0.01)
         prepare_L_inv = time.perf_counter() - start
         group = distance_group(POSITIONS, k)  # what train.py scores together
         for batch in sorted({8, group}):

@@ -69,7 +69,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models import Config, SemiOrthogonal
-    from models.gaussian import distance_group
+    from models.distance import distance_group
     from pipeline.plan import split_validation
 
     device = torch.device(args.device)
@@ -98,6 +98,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
             model.save(out / "model.pt")
         with Phase(report, "precision (Cholesky; L^-1 on a GPU)", model.positions, device):
             model.finalize()
+        model.stats = None  # written: train.py drops the sums too
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
             group = distance_group(model.positions, model.W.shape[1])  # as train.py groups
