@@ -52,20 +52,28 @@ class PaperCounts:
         n_images = len(scores)
         flat, positive = scores.reshape(n_images, -1), masks.reshape(n_images, -1)
         ascending = _thresholds(flat, num_thresholds)[::-1]
-        # each pixel's bin: how many thresholds lie strictly below it; it exceeds threshold j (ascending)
-        # when its bin is above j. One histogram per image and class then answers every threshold.
-        bins = np.searchsorted(ascending, flat, side="left").astype(np.int32)
+        labels, region_image = label_regions(masks) if regions else (None, np.zeros(0, np.intp))
         width = num_thresholds + 1
-        offset = (np.arange(n_images, dtype=np.int64) * width)[:, None]
-        false_pos, true_pos = (_above_each(np.bincount((bins + offset)[pixels], minlength=n_images * width)
-                                           .reshape(n_images, width)) for pixels in (~positive, positive))
-        counts = cls(false_pos, true_pos, (~positive).sum(axis=1), positive.sum(axis=1))
+        pixels_at, defects_at = np.zeros((n_images, width), np.int64), np.zeros((n_images, width), np.int64)
+        hits = np.zeros((region_image.size, width), np.int64)
+        for i in range(n_images):  # an image at a time: the temporaries stay the size of one map
+            # each pixel's bin: how many thresholds lie strictly below it; it exceeds threshold j
+            # (ascending) when its bin is above j. Histograms per image, class and region then
+            # answer every threshold at once.
+            bins = np.searchsorted(ascending, flat[i], side="left")
+            pixels_at[i] = np.bincount(bins, minlength=width)
+            defect_bins = bins[positive[i]]
+            defects_at[i] = np.bincount(defect_bins, minlength=width)
+            if regions and defect_bins.size:  # image i's regions are numbered first .. first + count - 1
+                first, count = np.searchsorted(region_image, i), np.count_nonzero(region_image == i)
+                region = labels[i].ravel()[positive[i]].astype(np.int64) - 1 - first
+                hits[first:first + count] = np.bincount(region * width + defect_bins,
+                                                        minlength=count * width).reshape(count, width)
+        counts = cls(_above_each(pixels_at - defects_at), _above_each(defects_at), (~positive).sum(axis=1),
+                     positive.sum(axis=1))
         if regions:
-            labels, region_image = label_regions(masks)
-            region = labels.reshape(n_images, -1)[positive] - 1
-            hits = _above_each(np.bincount(region.astype(np.int64) * width + bins[positive],
-                                           minlength=region_image.size * width).reshape(-1, width))
-            counts.region_hits = hits / np.bincount(region, minlength=region_image.size)[:, None]
+            sizes = np.bincount(labels.ravel(), minlength=region_image.size + 1)[1:]
+            counts.region_hits = _above_each(hits) / sizes[:, None]
             counts.region_image = region_image
         return counts
 

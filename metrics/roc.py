@@ -8,10 +8,14 @@ from .inputs import as_maps_and_masks
 
 def auroc_of_samples(negatives: np.ndarray, positives: np.ndarray) -> float:
     """P(positive > negative) + P(tie) / 2, i.e. Mann-Whitney U / (P * N); nan without both classes."""
+    return auroc_of_sorted(np.sort(negatives.ravel()), np.sort(positives.ravel()))
+
+
+def auroc_of_sorted(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """auroc_of_samples of two 1-D arrays already sorted ascending (sorted queries keep searchsorted
+    cache-friendly)."""
     if negatives.size == 0 or positives.size == 0:
         return float("nan")
-    negatives = np.sort(negatives.ravel())
-    positives = np.sort(positives.ravel())  # sorted queries keep searchsorted cache-friendly
     below = np.searchsorted(negatives, positives, side="left").sum(dtype=np.int64)
     not_above = np.searchsorted(negatives, positives, side="right").sum(dtype=np.int64)
     # below + not_above = 2U, an exact integer; divide once so no rounding accumulates

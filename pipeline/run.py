@@ -2,6 +2,7 @@
 while the previous one is finished in the background."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections import deque
@@ -64,6 +65,8 @@ def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader
 
     extractors: dict = {}
     with Background(limit=2) as saving, Background(limit=1) as finisher:
+        if rank == 0:  # scipy.ndimage takes half a second to import: meanwhile, not after the last category
+            finisher.submit(importlib.import_module, "metrics")
         for plan in plans:
             if device.type == "cpu":  # on the CPU, overlap would double the peak memory
                 report_finished()
