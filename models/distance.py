@@ -6,13 +6,6 @@ import torch
 from models.gaussian import unpack_lower
 
 
-def distance_group(positions: int, k: int) -> int:
-    """How many images to score together: 32, or as many as 160 MB of embeddings hold, at least 8.
-    One pass over the factor (and its unpacking) serves the whole group; fewer images leave the
-    triangular solve latency-bound (BENCHMARKS.md), more cost memory for little more speed."""
-    return max(8, min(32, (160 << 20) // (4 * positions * k)))
-
-
 def mahalanobis(z: torch.Tensor, mu: torch.Tensor, L_packed: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """sqrt((z - mu)^T (L L^T)^{-1} (z - mu)) for z (P, B, k) -> (P, B), with L packed (P, k(k+1)/2)
     (gaussian.cholesky_packed): a triangular solve per position, batched over the B images.

@@ -230,9 +230,3 @@ def _factorize(stats: RunningStats, eps: float, unbiased: bool, chunk_elements: 
         torch.set_num_threads(intra_op)
     if any(failed):
         raise UserError(f"covariance is not positive definite with eps = {eps}; use a larger eps")
-
-
-def fit_group(positions: int, k: int) -> int:
-    """How many images to add to the sums at once: as many as 160 MB of embeddings hold, 32 to 128.
-    Each update reads and writes all of sum zz^T, so fewer, larger updates move less memory."""
-    return max(32, min(128, (160 << 20) // (4 * positions * k)))

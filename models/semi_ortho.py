@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from common import UserError, atomic_write
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
 from models.config import Config
-from models.distance import distance_group, mahalanobis, whitened_distance
+from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
-from models.gaussian import RunningStats, cholesky_packed, fit_group, inverse_cholesky
+from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
 from models.model_file import config_from_state, model_state, read_model_file, referenced_backbone
 from models.pooled import PooledStats, fit_pooled
@@ -40,6 +40,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
+        self._buffer: torch.Tensor | None = None  # gather()'s embeddings, reused by the fit and scoring
 
     @property
     def device(self) -> torch.device:
@@ -91,23 +92,30 @@ class SemiOrthogonal(torch.nn.Module):
                 add_nearest(grid, torch.matmul(part, self.W[channels]), assign=i == 0)
         return out
 
-    def gather(self, feature_batches: Iterable[list[torch.Tensor]], capacity: int
+    def gather(self, feature_batches: Iterable[list[torch.Tensor]], capacity: int | None = None
                ) -> Iterator[tuple[torch.Tensor, list[int]]]:
-        """Projects batches of stage outputs into one reused (P, capacity, k) buffer and yields its
-        filled part z (P, n, k) with the batch sizes in it whenever the next batch would not fit, and
-        at the end. The buffer is written again once the consumer asks for the next z."""
-        buffer, sizes = None, []
+        """Projects batches of stage outputs into a (P, capacity, k) buffer (default group_size) and
+        yields its filled part z (P, n, k) with the batch sizes in it whenever the next batch would
+        not fit, and at the end. The buffer is written again once the consumer asks for the next z.
+
+        One buffer serves the fit, the validation and the test images (kept on the model): on small
+        machines touching fresh memory is what a buffer costs most."""
+        capacity = capacity or group_size(self.positions, self.W.shape[1])
+        sizes: list[int] = []
         for features in feature_batches:
             size = features[0].shape[0]
-            if buffer is None:
-                buffer = self.W.new_empty(self.positions, max(capacity, size), self.W.shape[1])
-            if sum(sizes) + size > buffer.shape[1]:
-                yield buffer[:, :sum(sizes)], sizes
+            if sizes and sum(sizes) + size > capacity:
+                yield self._buffer[:, :sum(sizes)], sizes
                 sizes = []
-            self.project(features, out=buffer[:, sum(sizes):sum(sizes) + size])
+            needed = (self.positions, max(capacity, size), self.W.shape[1])
+            if self._buffer is None or self._buffer.shape[1] < needed[1] or self._buffer.dtype != self.W.dtype \
+                    or self._buffer.device != self.device:
+                self._buffer = None  # before the next one is allocated
+                self._buffer = self.W.new_empty(needed)
+            self.project(features, out=self._buffer[:, sum(sizes):sum(sizes) + size])
             sizes.append(size)
         if sizes:
-            yield buffer[:, :sum(sizes)], sizes
+            yield self._buffer[:, :sum(sizes)], sizes
 
     def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
         for images in batches:
@@ -120,12 +128,10 @@ class SemiOrthogonal(torch.nn.Module):
 
     @torch.no_grad()
     def fit_features(self, feature_batches: Iterable[list[torch.Tensor]]) -> None:
-        """Accumulates the sums over batches of stage outputs, fit_group(P, k) images per update: each
-        update reads and writes all of sum zz^T (1.5 GB for WRN-50-2, k = 300), so small ones are
-        memory-bound."""
+        """Accumulates the sums over batches of stage outputs, a gathered group of images per update."""
         if self.stats is None:
             self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
-        for z, _ in self.gather(feature_batches, fit_group(self.positions, self.W.shape[1])):
+        for z, _ in self.gather(feature_batches):
             self.stats.update(z)
 
     def finalize(self, inverse: bool | None = None) -> None:
@@ -174,8 +180,7 @@ class SemiOrthogonal(torch.nn.Module):
     def predict_batches(self, batches: Iterable[torch.Tensor], group: int | None = None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """predict() of each batch, in order. The distances of up to `group` images are computed
-        together (default: distance.distance_group)."""
-        group = group or distance_group(self.positions, self.W.shape[1])
+        together (default: group_size)."""
         for z, sizes in self.gather(self.features_of(batches), group):
             yield from self._predict_group(z, sizes)
 
@@ -209,6 +214,13 @@ class SemiOrthogonal(torch.nn.Module):
         if finalize:
             model.finalize()
         return model
+
+
+def group_size(positions: int, k: int) -> int:
+    """How many images' embeddings one pass holds: 32, or as many as 160 MB hold, at least 8. Each
+    update reads and writes all of the sums (0.75 GB for WRN-50-2, k = 300), and each scoring pass
+    unpacks all of the factor: larger groups need fewer passes, at the price of the buffer's memory."""
+    return max(8, min(32, (160 << 20) // (4 * positions * k)))
 
 
 def add_nearest(grid: torch.Tensor, part: torch.Tensor, assign: bool = False) -> None:

@@ -84,8 +84,9 @@ def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
     (Cholesky alone, or Cholesky and the inverse)."""
     import torch
 
-    from models.distance import distance_group, mahalanobis, whitened_distance
+    from models.distance import mahalanobis, whitened_distance
     from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
+    from models.semi_ortho import group_size
 
     rows = []
     for k in args.scoring_k:
@@ -99,7 +100,7 @@ def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
         start = time.perf_counter()
         _, L_inv = inverse_cholesky(stats, 0.01)
         prepare_L_inv = time.perf_counter() - start
-        group = distance_group(POSITIONS, k)  # what train.py scores together
+        group = group_size(POSITIONS, k)  # what train.py scores together
         for batch in sorted({8, group}):
             z = torch.randn(POSITIONS, batch, k)
             solve, reference = best_of(repeats, mahalanobis, z, mu, L)

@@ -69,7 +69,6 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
     from models import Config, SemiOrthogonal
-    from models.distance import distance_group
     from pipeline.plan import split_validation
 
     device = torch.device(args.device)
@@ -101,8 +100,7 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
         model.stats = None  # written: train.py drops the sums too
         test_features = [model.features(images.to(device)) for images, _ in test_batches]
         with Phase(report, "scoring (projection + distance)", len(test), device):
-            group = distance_group(model.positions, model.W.shape[1])  # as train.py groups
-            distances = [model.distances_of(z) for z, _ in model.gather(test_features, group)]
+            distances = [model.distances_of(z) for z, _ in model.gather(test_features)]  # as train.py groups
         del test_features
         with Phase(report, "upsampling + smoothing", len(test), device):
             maps = [model.smooth(d) for d in distances]
