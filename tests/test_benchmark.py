@@ -10,10 +10,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_benchmark_reports_every_phase(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "tools/benchmark.py", "--root", str(tmp_path / "data"), "--n-train", "12",
-                             "--n-test", "6", "--image-size", "64", "--k", "10", "--json", str(out)],
+                             "--n-test", "6", "--image-size", "64", "--k", "10", "--repeat", "2", "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
+    assert len(report["ratios"]) == 2 and report["summary"]["runs"] == 2  # train.py and its floor, twice in turn
     phases = [row["phase"] for row in report["phases"]]
     for phase in ("decode", "backbone forward", "projection + statistics", "precision (Cholesky; L^-1 on a GPU)",
                   "scoring (projection + distance)", "upsampling + smoothing", "metric aupro", "metric paper_roc",

@@ -1,7 +1,7 @@
 """Measure the real pipeline: per phase, end to end, against the backbone-forward floor.
 
     python tools/benchmark.py --model resnet18 --k 100 --n-train 200 --n-test 100
-    python tools/benchmark.py --model wide_resnet50_2 --k 300 --n-train 100 --n-test 100
+    python tools/benchmark.py --model wide_resnet50_2 --k 300 --n-train 100 --n-test 100 --repeat 5
     python tools/benchmark.py --memory-scaling --n-train 100 400      # peak RSS vs training images
     python tools/benchmark.py --cost-table                            # approx x k: fit / score time, memory
     python tools/benchmark.py --cost-table --cost-only resnet18:global,resnet18:lowrank   # some rows of it
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,9 +130,13 @@ def main() -> None:
     p.add_argument("--scoring-k", type=int, nargs="+", default=[100, 300], help="k values of --compare scoring")
     p.add_argument("--suite-cache", action="store_true",
                    help="--suite twice with train.py --cache: an empty cache, then the filled one")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="single runs: train.py and its floor this many times in turn; medians and the per-pair ratio")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on stderr only on a terminal)")
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     QUIET[0] = args.quiet
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -173,17 +178,21 @@ def single(root: Path, args: argparse.Namespace) -> dict:
     report = phases(root, name, args)
     print(table(report, ["phase", "seconds", "items", "per_second", "peak_rss_mb"]
                 + (["peak_gpu_mb"] if args.device == "cuda" else [])))
+    runs, floors = [], []
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        command = train_command(root, name, args, Path(tmp) / "exp")
-        end_to_end = run_child(command)
-    floor_run = run_child(floor_command(command))
+        command = train_command(root, name, args, Path(tmp) / "exp", "--overwrite")
+        for _ in range(args.repeat):  # in turn, so a change in the machine's speed touches both alike
+            runs.append(run_child(command))
+            floors.append(run_child(floor_command(command)))
     forward = next(r["seconds"] for r in report if r["phase"] == "backbone forward")
-    summary = {"end_to_end_s": end_to_end["seconds"], "end_to_end_peak_rss_mb": end_to_end["peak_rss_mb"],
-               "floor_process_s": floor_run["seconds"], "forward_only_s": forward,
-               "ratio_to_floor_process": end_to_end["seconds"] / floor_run["seconds"],
-               "ratio_to_forward_only": end_to_end["seconds"] / forward}
+    end_to_end, floor_s = (statistics.median(r["seconds"] for r in rs) for rs in (runs, floors))
+    ratios = [r["seconds"] / f["seconds"] for r, f in zip(runs, floors)]
+    summary = {"runs": args.repeat, "end_to_end_s": end_to_end,
+               "end_to_end_peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "floor_process_s": floor_s,
+               "forward_only_s": forward, "ratio_to_floor_process": statistics.median(ratios),
+               "ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_to_forward_only": end_to_end / forward}
     print(table([summary], list(summary)))
-    return {"phases": report, "summary": summary}
+    return {"phases": report, "summary": summary, "ratios": ratios}
 
 
 def memory_scaling(root: Path, args: argparse.Namespace) -> list[dict]:
