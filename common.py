@@ -11,6 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+# Read once, at import: reading the umask means setting it, and a thread creating a file meanwhile
+# (the background writers, the cache) would get the temporary value.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class UserError(Exception):
     """Bad input the user can fix. Entry points print its one-line message and exit with 2."""
@@ -37,9 +42,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it owner-only; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it owner-only; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,6 +1,8 @@
 """--cache: decoded images stored once, never served stale, the same inputs and metrics as without it."""
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,29 @@ def test_unreadable_entry_is_decoded_again_and_replaced(category, tmp_path):
     entry.write_bytes(entry.read_bytes()[:100])  # e.g. written before a disk filled up by another tool
     assert torch.equal(ImageDataset(category[:1], (48, 48), cache=cache)[0]["image"], reference["image"])
     assert np.load(entry)["pixels"].shape == (48, 48, 3)
+
+
+def fill(samples: list, cache_root: Path, start) -> list[np.ndarray]:
+    start.wait()  # both processes decode and write the same entries at the same moment
+    dataset = ImageDataset(samples, (48, 40), crop=(32, 32), cache=ImageCache.open(cache_root))
+    return [item["image"].numpy() for item in items(dataset)]
+
+
+def test_two_runs_filling_one_cache_at_once_read_whole_entries(category, tmp_path):
+    reference = [item["image"].numpy() for item in items(ImageDataset(category, (48, 40), crop=(32, 32)))]
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        start = manager.Barrier(2)
+        runs = [pool.submit(fill, category, tmp_path / "cache", start) for _ in range(2)]
+        results = [run.result(timeout=120) for run in runs]
+    for images in results:
+        assert all(np.array_equal(a, b) for a, b in zip(images, reference, strict=True))
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    cache = ImageCache.open(tmp_path / "cache")
+    for sample in category:  # every entry a whole one: read back, no decoding
+        entry = cache.entry("image", sample.image, ImageDataset(category, (48, 40), crop=(32, 32)).transform_key())
+        with np.load(entry) as stored:
+            assert stored["pixels"].shape == (32, 32, 3)
 
 
 def test_metrics_equal_with_and_without_cache(tmp_path, monkeypatch):
