@@ -10,7 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_benchmark_reports_every_phase(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "tools/benchmark.py", "--root", str(tmp_path / "data"), "--n-train", "12",
-                             "--n-test", "6", "--image-size", "64", "--k", "10", "--repeat", "2", "--json", str(out)],
+                             "--n-test", "6", "--image-size", "64", "--k", "10", "--repeat", "2", "--no-save-model",
+                             "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -132,6 +132,7 @@ def main() -> None:
                    help="--suite twice with train.py --cache: an empty cache, then the filled one")
     p.add_argument("--repeat", type=int, default=1,
                    help="single runs: train.py and its floor this many times in turn; medians and the per-pair ratio")
+    p.add_argument("--no-save-model", action="store_true", help="single runs: train.py --no-save-model, as sweeps run")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on stderr only on a terminal)")
     args = p.parse_args()
@@ -180,7 +181,8 @@ def single(root: Path, args: argparse.Namespace) -> dict:
                 + (["peak_gpu_mb"] if args.device == "cuda" else [])))
     runs, floors = [], []
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        command = train_command(root, name, args, Path(tmp) / "exp", "--overwrite")
+        flags = ["--overwrite"] + (["--no-save-model"] if args.no_save_model else [])
+        command = train_command(root, name, args, Path(tmp) / "exp", *flags)
         for _ in range(args.repeat):  # in turn, so a change in the machine's speed touches both alike
             runs.append(run_child(command))
             floors.append(run_child(floor_command(command)))
