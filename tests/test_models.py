@@ -292,13 +292,3 @@ def test_streaming_fit_is_independent_of_batch_size():
     torch.testing.assert_close(one.L_packed, sixteen.L_packed, rtol=1e-4,
                                atol=1e-4 * sixteen.L_packed.abs().max().item())
 
-
-def test_gather_keeps_every_image_in_order_when_a_batch_outgrows_the_group():
-    torch.manual_seed(0)
-    model = SemiOrthogonal(Config(backbone="resnet18", k=8, image_size=(32, 32)), weights="random")
-    images = torch.randn(13, 3, 32, 32)
-    batches = [images[:2], images[2:3], images[3:10], images[10:13]]  # 7 images > a group of 3
-    features = [model.features(b) for b in batches]
-    groups = [(z.clone(), sizes) for z, sizes in model.gather(features, capacity=3)]
-    assert [sizes for _, sizes in groups] == [[2, 1], [7], [3]]
-    torch.testing.assert_close(torch.cat([z for z, _ in groups], dim=1), model.project(model.features(images)))
