@@ -1,6 +1,8 @@
 """The Mahalanobis distance of embeddings z from each position's Gaussian, given its Cholesky factor."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from models.gaussian import unpack_lower
@@ -39,7 +41,7 @@ def inverse_of_packed(L_packed: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """L^{-1} (P, k, k) from packed L, in float64 a chunk of positions at a time (for graphs that score
     by GEMM)."""
     positions, size = L_packed.shape
-    k = int(((8 * size + 1) ** 0.5 - 1) / 2)
+    k = (math.isqrt(8 * size + 1) - 1) // 2  # size = k(k+1)/2
     eye = torch.eye(k, dtype=torch.float64, device=L_packed.device)
     out = L_packed.new_empty(positions, k, k)
     for start in range(0, positions, chunk):

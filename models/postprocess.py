@@ -8,13 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) -> (B, H, W), bilinear, align_corners=False."""
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
-
-
 def smooth(distances: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
-    """(B, h, w) distance maps -> (B, H, W) score maps: upsample() to `size`, then smoothed as
+    """(B, h, w) distance maps -> (B, H, W) score maps: bilinear upsampling to `size` (align_corners=False),
+    then smoothing as
     scipy.ndimage.gaussian_filter(sigma, truncate, mode='reflect') per map.
 
     Both steps are linear and separable, so each axis is one (H, h) matrix and a map is A_H d A_W^T:

@@ -102,20 +102,22 @@ class SemiOrthogonal(torch.nn.Module):
         machines touching fresh memory is what a buffer costs most."""
         capacity = capacity or group_size(self.positions, self.W.shape[1])
         sizes: list[int] = []
+        filled = 0
         for features in feature_batches:
             size = features[0].shape[0]
-            if sizes and sum(sizes) + size > capacity:
-                yield self._buffer[:, :sum(sizes)], sizes
-                sizes = []
+            if filled and filled + size > capacity:
+                yield self._buffer[:, :filled], sizes
+                sizes, filled = [], 0
             needed = (self.positions, max(capacity, size), self.W.shape[1])
             if self._buffer is None or self._buffer.shape[1] < needed[1] or self._buffer.dtype != self.W.dtype \
                     or self._buffer.device != self.device:
                 self._buffer = None  # before the next one is allocated
                 self._buffer = self.W.new_empty(needed)
-            self.project(features, out=self._buffer[:, sum(sizes):sum(sizes) + size])
+            self.project(features, out=self._buffer[:, filled:filled + size])
             sizes.append(size)
-        if sizes:
-            yield self._buffer[:, :sum(sizes)], sizes
+            filled += size
+        if filled:
+            yield self._buffer[:, :filled], sizes
 
     def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
         for images in batches:
