@@ -1,6 +1,7 @@
-"""Small pieces every entry point shares: the user-facing error type and atomic writes."""
+"""Small pieces every entry point shares: the user-facing error type, atomic writes, safe CSV cells."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -73,6 +74,49 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+# A cell a spreadsheet would run as a formula: Excel, LibreOffice and Google Sheets evaluate these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell that no spreadsheet evaluates (OWASP's rule: a leading quote).
+
+    Numbers are written by the callers as plain digits, so a negative number ("-0.5") is kept as it is.
+    """
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text
+
+
+# What the OS says when an output cannot be written, as the user-facing reason and what to do.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def os_error_line(error: OSError) -> str | None:
+    """One line for an OSError the user can act on (full disk, read-only folder, name too long), else None."""
+    reason = _WRITE_ERRORS.get(error.errno or 0)
+    if reason is None:
+        return None
+    where = error.filename if error.filename is not None else "an output file"
+    return f"cannot write {where}: {reason}; free space, fix the permissions or choose another output folder"
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -88,6 +132,12 @@ def run_cli(main: Callable[[], int]) -> None:
         sys.exit(main())
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        line = os_error_line(error)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
