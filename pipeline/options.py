@@ -43,19 +43,19 @@ class RunOptions:
 
 # Every float flag and its range; a comparison with nan is False, but inf passes "> 0", hence isfinite too.
 # --eps stops at 1e12, far above any covariance scale and far below where float32 distances underflow.
-FLOAT_RANGES = {"normal_test_ratio": ("(0, 1)", lambda v: 0 < v < 1),
-                "fpr": ("(0, 1]", lambda v: 0 < v <= 1),
-                "val_fpr": ("[0, 1)", lambda v: 0 <= v < 1),
-                "eps": ("(0, 1e12] (the paper uses 0.01; mSTC 0.3)", lambda v: 0 < v <= 1e12)}
+FLOAT_RANGES = {"normal_test_ratio": ("in (0, 1)", lambda v: 0 < v < 1),
+                "fpr": ("in (0, 1]", lambda v: 0 < v <= 1),
+                "val_fpr": ("in [0, 1)", lambda v: 0 <= v < 1),
+                "eps": ("positive and at most 1e12 (the paper uses 0.01; mSTC 0.3)", lambda v: 0 < v <= 1e12)}
 SEED_MAX = 2**63 - 1  # what every seeded draw accepts (torch generators, numpy's default_rng, the synthetic set)
 
 
 def check_float_flags(args: Any) -> None:
     """Each float flag finite and in its range, one line naming it."""
-    for name, (interval, inside) in FLOAT_RANGES.items():
+    for name, (allowed, inside) in FLOAT_RANGES.items():
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and inside(value)):
-            raise UserError(f"--{name.replace('_', '-')} {value} must be a finite number in {interval}")
+            raise UserError(f"--{name.replace('_', '-')} {value} must be {allowed}")
 
 
 def seed_value(text: str | int | None) -> int | None:

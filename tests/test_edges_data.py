@@ -46,7 +46,7 @@ def refuse_decoding(monkeypatch, allow_masks: bool = False) -> None:
                                          ("--val-fpr", "nan"), ("--normal-test-ratio", "inf"),
                                          ("--seed", "1e20"), ("--seed", "100000000000000000000"), ("--seed", "-1")])
 def test_float_flags_and_seed_out_of_range_are_one_line_naming_the_flag(flag, value):
-    with pytest.raises(UserError, match=rf"^{flag} \S+ must be (a finite number|an integer) in") as error:
+    with pytest.raises(UserError, match=rf"^{flag} \S+ must be (in|positive|an integer in)") as error:
         train.parse_args(["--dataset", "synthetic", *FAST, flag, value])
     assert "\n" not in str(error.value)
 
