@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import io
 import os
 import sys
@@ -31,6 +30,7 @@ from PIL import Image
 
 from common import UserError, atomic_write, one_line, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
+from datasets.listing import glob_files
 from datasets.transforms import PAPER_DATASETS, covered_box
 from models import SemiOrthogonal
 
@@ -56,7 +56,7 @@ def find_images(spec: str) -> list[Path]:
     elif path.is_file():
         found = [path]
     else:
-        found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        found = glob_files(spec)  # glob.glob's matches, without looping through a link to a parent folder
     if not found:
         raise UserError(f"--input {spec}: no image files found")
     return found

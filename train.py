@@ -23,7 +23,7 @@ from models.backbone import ALL_LAYERS, check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
 from pipeline.label import apply_label
-from pipeline.options import RunOptions
+from pipeline.options import RunOptions, check_float_flags, check_output_names, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pre-relu", action="store_true", default=None,
                        help="ResNets: tap each stage before the final ReLU of its last block (ablation)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
-    model.add_argument("--seed", type=int, default=None, help="seed of W and of random weights (default 1111)")
+    model.add_argument("--seed", default=None, help="seed of W and of random weights, 0 .. 2^63 - 1 (default 1111)")
     model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default=None,
                        help="precision of the backbone alone (default float32; bfloat16: ~2x faster on CPUs with "
                             "AVX512-BF16/AMX and on GPUs; see BENCHMARKS.md for its effect on the metrics)")
@@ -142,16 +142,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                  "normal_test_dir") if getattr(args, name)]
     if folder_flags and args.dataset != "folder":
         raise UserError(f"{folder_flags[0]} is for --dataset folder; pass --dataset folder or drop it")
-    if not 0 < args.normal_test_ratio < 1:
-        raise UserError(f"--normal-test-ratio {args.normal_test_ratio} must be in (0, 1)")
-    if not 0 < args.fpr <= 1:
-        raise UserError(f"--fpr {args.fpr} must be in (0, 1]")
-    if not 0 <= args.val_fpr < 1:
-        raise UserError(f"--val-fpr {args.val_fpr} must be in [0, 1)")
+    check_float_flags(args)
     if args.nsamples < 1:
         raise UserError(f"--nsamples {args.nsamples} must be at least 1")
-    if args.eps is not None and not args.eps > 0:
-        raise UserError(f"--eps {args.eps} must be positive (the paper uses 0.01; mSTC 0.3)")
+    args.seed = seed_value(args.seed)
     if args.resume is None:
         args.model = args.model or "wide_resnet50_2"
     apply_label(args)
@@ -228,6 +222,7 @@ def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOpt
                         f"(found: {', '.join(known) or 'none'})")
     if args.resume and len(wanted) > 1:
         raise UserError("--resume extends one model: pass a single --category")
+    check_output_names(args.experiment, wanted)
     return wanted
 
 

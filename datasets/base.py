@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common import UserError
 from datasets.cache import ImageCache
@@ -44,7 +44,10 @@ def read_image(path: Path, mode: str = "RGB") -> Image.Image:
     """RGB image (or `mode`); grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError.
 
     16-bit images keep their high byte (value >> 8), for grayscale as Pillow already does for 48-bit
-    RGB, so a 16-bit file decodes like its 8-bit version however many channels it has.
+    RGB, so a 16-bit file decodes like its 8-bit version however many channels it has. Floating-point
+    images (mode F, e.g. float32 TIFF) must hold values in [0, 1], scaled to 0..255; others are refused.
+    An EXIF orientation (phone and camera JPEGs) is applied, so the image is read upright, as viewers
+    show it and as its mask was drawn.
     """
     return _read(path, mode, "image")
 
@@ -58,8 +61,11 @@ def _read(path: Path, mode: str, what: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # a no-op without an Orientation tag (MVTec AD...)
             if img.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I: convert() would clip at 255
                 img = _to_8bit(np.asarray(img), keep_nonzero=what == "mask")
+            elif img.mode == "F":  # convert() would clip [0, 1] data to black
+                img = _float_to_8bit(np.asarray(img), path, what)
             return img.convert(mode)
     except Image.DecompressionBombError as e:  # raised on the header alone, before decoding a byte
         raise UserError(f"cannot read {what} {path}: {str(e).rstrip('.')}; if it is a real image, "
@@ -75,6 +81,19 @@ def _to_8bit(values: np.ndarray, keep_nonzero: bool) -> Image.Image:
     if keep_nonzero:
         scaled = np.where(values > 0, np.maximum(scaled, 1), 0)
     return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _float_to_8bit(values: np.ndarray, path: Path, what: str) -> Image.Image:
+    """Floating-point values in [0, 1] -> 0..255, rounded (v / 255 gives v back); a mask keeps faint labels."""
+    finite = np.isfinite(values).all()
+    if not finite or values.min() < 0 or values.max() > 1:
+        found = "non-finite values" if not finite else f"values {values.min():g}..{values.max():g}"
+        raise UserError(f"cannot read {what} {path}: floating-point pixels must lie in [0, 1], found {found}; "
+                        "save it as an 8- or 16-bit image or scaled to [0, 1]")
+    scaled = np.rint(values.astype(np.float64) * 255)
+    if what == "mask":
+        scaled = np.where(values > 0, np.maximum(scaled, 1), 0)
+    return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8: mode L
 
 
 def center_crop_box(size: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
@@ -154,7 +173,25 @@ class ImageDataset(torch.utils.data.Dataset):
         decode = self._decode_image if kind == "image" else self._decode_mask
         if self.cache is None:
             return decode(path)
-        return self.cache.get(kind, path, self.transform_key(), lambda: decode(path))
+        shape = (*self.output_size, 3) if kind == "image" else self.output_size
+        return self.cache.get(kind, path, self.transform_key(), lambda: decode(path), shape)
+
+    def check_masks(self) -> None:
+        """Refuses, before anything is fitted, masks that the `paper` rule would empty (datasets/transforms.py:
+        a 0/1 mask under MVTec AD's 152.9 / 255 cut). Reads each mask's maximum, from the cache when it has it."""
+        from datasets.transforms import check_mask_peaks, mask_peak, peak_floor
+
+        if self.protocol != "paper" or peak_floor(self.dataset) is None:
+            return
+        masks = [s.mask for s in self.samples if s.mask is not None]
+
+        def peak(path: Path) -> int:
+            if self.cache is None:
+                return mask_peak(path, self.dataset)
+            array, _ = self.cache.get("peak", path, self.pipeline,
+                                      lambda: (np.array([mask_peak(path, self.dataset)], np.uint8), (1, 1)), (1,))
+            return int(array[0])
+        check_mask_peaks([(path, peak(path)) for path in masks], self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]

@@ -11,8 +11,11 @@ ctime cannot be set by any tool and changes with every write, so a file replaced
 noticed. (A chmod or a hard link also changes ctime: those files are decoded once more, harmlessly.)
 
 Entries are written to a temporary file and renamed into place, so two runs sharing a cache never see
-a partial entry; if both write the same entry the contents are identical. An entry that cannot be read
-(e.g. a disk that filled up earlier) is decoded again and replaced.
+a partial entry; if both write the same entry the contents are identical. An entry is used only when it
+is what its key promises: it names that key (a file copied or renamed in from another entry does not), its
+array is uint8 of the shape the decoding setting gives (a mask's values 0 or 1) and its size two positive
+integers. Anything else (an unreadable entry, e.g. from a disk that filled up earlier, or one replaced by
+hand or by another tool) counts as a miss: the source is decoded again and the entry replaced.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import numpy as np
 
 from common import UserError, atomic_write
 
-VERSION = 1  # bump when decoding or resizing changes, so entries of the old code are not reused
+VERSION = 2  # bump when decoding or resizing changes, so entries of the old code are not reused
+# 2: EXIF orientation applied, floating-point images scaled from [0, 1]; entries name their key
 
 Decoded = tuple[np.ndarray, tuple[int, int]]  # the uint8 array and the source's (width, height)
 
@@ -52,30 +56,50 @@ class ImageCache:
 
     def entry(self, kind: str, source: Path, transform_key: str) -> Path:
         """Where the entry of `source` decoded with this transform lives (it may not exist yet)."""
+        return self._path(self._digest(kind, source, transform_key))
+
+    def _path(self, digest: str) -> Path:
+        return self.root / f"v{VERSION}" / digest[:2] / f"{digest}.npz"
+
+    @staticmethod
+    def _digest(kind: str, source: Path, transform_key: str) -> str:
         info = source.stat()  # follows links: the file whose content is decoded
         text = "\n".join(map(str, (VERSION, kind, source.resolve(), info.st_size, info.st_mtime_ns,
                                    info.st_ctime_ns, transform_key)))
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return self.root / f"v{VERSION}" / digest[:2] / f"{digest}.npz"
+        return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, kind: str, source: Path, transform_key: str, decode: Callable[[], Decoded]) -> Decoded:
-        """The cached (array, original size) of `source`, decoded and stored on a miss."""
+    def get(self, kind: str, source: Path, transform_key: str, decode: Callable[[], Decoded],
+            shape: tuple[int, ...]) -> Decoded:
+        """The cached (array, original size) of `source`, decoded and stored on a miss; `shape` is the array's
+        shape under this transform, what a stored entry must have to be used."""
         try:
-            path = self.entry(kind, source, transform_key)
+            digest = self._digest(kind, source, transform_key)
         except OSError:
             return decode()  # missing or unreadable source: the decoder says so, in its words
+        path = self._path(digest)
         try:
             with np.load(path) as stored:
-                return stored["pixels"], tuple(int(v) for v in stored["size"])
+                pixels, size, key = stored["pixels"], stored["size"], str(stored["key"])
+            if key == digest and _valid(kind, pixels, size, shape):
+                return pixels, (int(size[0]), int(size[1]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a miss, or an unreadable entry: decoded again and replaced
         pixels, size = decode()
 
         def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, pixels=pixels, size=np.array(size))  # uncompressed: loading must beat decoding
+            with open(tmp, "wb") as f:  # uncompressed: loading must beat decoding
+                np.savez(f, pixels=pixels, size=np.array(size), key=np.array(digest))
         try:
             atomic_write(path, write)
         except OSError:
             pass  # a full or read-only cache slows the next run down, it does not stop this one
         return pixels, size
+
+
+def _valid(kind: str, pixels: np.ndarray, size: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether a stored entry is what its key promises: uint8 of `shape` (a mask 0/1), a size of two positive ints."""
+    if pixels.dtype != np.uint8 or pixels.shape != tuple(shape):
+        return False
+    if size.shape != (2,) or size.dtype.kind not in "iu" or size.min() < 1:
+        return False
+    return kind != "mask" or int(pixels.max()) <= 1

@@ -89,6 +89,37 @@ def paper_mask_array(path: Path, dataset: str, size: tuple[int, int]) -> tuple[n
     return defect.numpy().astype(np.uint8), label.size
 
 
+# The least mask value (8 bits, channel 0 as the rule reads it) that the authors' rule can keep; resizing
+# never lifts a pixel above the mask's maximum, so a mask whose maximum is below it loses every defect pixel.
+# MVTec AD: a value above 0.485 + 0.5 x 0.229 (152.9 / 255); KolektorSDD(2): exactly 1.0 after ToTensor.
+_PEAK_FLOOR = {"mvtecad": 153, "kolektor": 255, "kolektor2": 255}
+
+
+def peak_floor(dataset: str) -> int | None:
+    """The least mask value the `paper` rule of `dataset` keeps; None where any non-zero value counts (mSTC)."""
+    return _PEAK_FLOOR.get(dataset)
+
+
+def mask_peak(path: Path, dataset: str) -> int:
+    """The largest value of the mask channel that the `paper` rule of `dataset` thresholds."""
+    label = read_mask(path, "L" if dataset in ("kolektor", "kolektor2") else "RGB")
+    return int(label.getextrema()[0][1] if label.mode == "RGB" else label.getextrema()[1])
+
+
+def check_mask_peaks(peaks: list[tuple[Path, int]], dataset: str) -> None:
+    """One line naming the first mask (and how many) whose defect pixels all fall below the rule's cut."""
+    floor = peak_floor(dataset)
+    faint = [(path, peak) for path, peak in peaks if floor is not None and 0 < peak < floor]
+    if not faint:
+        return
+    path, peak = faint[0]
+    more = f" (and {len(faint) - 1} more masks)" if len(faint) > 1 else ""
+    cut = "above 152.9 of 255" if dataset == "mvtecad" else "of 255"
+    raise UserError(f"mask {path} has maximum {peak}{more}: --protocol paper keeps only mask pixels {cut} (the "
+                    f"authors' rule), so every defect pixel would be dropped; save the masks as 0/255 or pass "
+                    "--protocol standard (any non-zero pixel is a defect)")
+
+
 def paper_mask(path: Path, dataset: str, size: tuple[int, int]) -> np.ndarray:
     return paper_mask_array(path, dataset, size)[0]
 

@@ -1,8 +1,15 @@
-"""The settings of one train.py run, typed: what the pipeline reads instead of the argparse namespace."""
+"""The settings of one train.py run, typed: what the pipeline reads instead of the argparse namespace, and
+the checks of their values that need no image (ranges, output names)."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from common import UserError
+from pipeline import outputs
 
 
 @dataclass(frozen=True)
@@ -32,3 +39,55 @@ class RunOptions:
     layers: tuple[int, ...] | None = (1, 2, 3)
     pre_relu: bool | None = False
     verbose: bool = False
+
+
+# Every float flag and its range; a comparison with nan is False, but inf passes "> 0", hence isfinite too.
+# --eps stops at 1e12, far above any covariance scale and far below where float32 distances underflow.
+FLOAT_RANGES = {"normal_test_ratio": ("in (0, 1)", lambda v: 0 < v < 1),
+                "fpr": ("in (0, 1]", lambda v: 0 < v <= 1),
+                "val_fpr": ("in [0, 1)", lambda v: 0 <= v < 1),
+                "eps": ("positive and at most 1e12 (the paper uses 0.01; mSTC 0.3)", lambda v: 0 < v <= 1e12)}
+SEED_MAX = 2**63 - 1  # what every seeded draw accepts (torch generators, numpy's default_rng, the synthetic set)
+
+
+def check_float_flags(args: Any) -> None:
+    """Each float flag finite and in its range, one line naming it."""
+    for name, (allowed, inside) in FLOAT_RANGES.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and inside(value)):
+            raise UserError(f"--{name.replace('_', '-')} {value} must be {allowed}")
+
+
+def seed_value(text: str | int | None) -> int | None:
+    """--seed as an integer in 0 .. 2^63 - 1: parsed here, not by argparse, so that "1e20" is one line, and range
+    checked, so that 10^20 is not a traceback from torch."""
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise UserError(f"--seed {text} must be an integer in 0 .. 2^63 - 1 ({SEED_MAX})")
+    return value
+
+
+def check_output_names(experiment: str | Path | None, categories: list[str]) -> None:
+    """Refuses a category whose output folder's staging name (pipeline/outputs.py) would pass the file
+    system's name limit: that fails only when the results are written, after the whole fit."""
+    existing = Path(experiment or "runs").absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for category in categories:
+        name = Path(category).name
+        longest = max(len(os.fsencode(outputs._sibling(Path(name), kind).name))
+                      for kind in (outputs.STAGING, outputs.OLD))
+        longest += 7 - len(str(os.getpid()))  # a later process id may be longer (up to 7 digits, pid_max 4194304)
+        if longest > limit:
+            raise UserError(f"--category {category[:40]}... ({len(os.fsencode(name))} bytes) is too long for an output "
+                            f"folder: with its staging suffix ({longest - len(os.fsencode(name))} bytes) it passes the "
+                            f"file system's {limit}-byte name limit; pass a shorter --category (or rename its folder)")

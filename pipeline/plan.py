@@ -94,5 +94,8 @@ def check_resume(options: RunOptions, stored: Config, protocol: str | None = Non
 def segments_of(plan: Plan, rank: int, world: int, cache: ImageCache | None = None) -> list[ImageDataset]:
     """What this rank decodes for a category: its shard of the fit images; rank 0 also validation and test."""
     parts = [shard(plan.fit, rank, world)] + ([plan.val, plan.splits.test] if rank == 0 else [])
-    return [ImageDataset(part, plan.config.image_size, plan.config.crop, plan.config.protocol, plan.dataset, cache)
-            for part in parts]
+    segments = [ImageDataset(part, plan.config.image_size, plan.config.crop, plan.config.protocol, plan.dataset,
+                             cache) for part in parts]
+    for segment in segments:
+        segment.check_masks()  # before the fit: a mask the paper rule would empty is refused, not dropped
+    return segments
