@@ -97,6 +97,11 @@ def _is_number(text: str) -> bool:
     return text.strip() == text
 
 
+def printable(path: str | Path) -> str:
+    """A file name as text every writer accepts: bytes that are not UTF-8 (a Linux name such as b'\\xff.png',
+    held by Python as lone surrogates) become \\xff escapes, so CSV cells and plot titles never fail on it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 # What the OS says when an output cannot be written, as the user-facing reason and what to do.
 _WRITE_ERRORS = {
     errno.ENOSPC: "no space left on the device",

@@ -5,22 +5,28 @@
 For every image it writes <name>_heatmap.png, <name>_overlay.png and <name>_mask.png at the image's
 original size, where <name> is the image's path relative to --input (or to the glob's common folder)
 without its suffix, so sub/a.png gives sub/a_heatmap.png; images that would share a name (a.png and
-a.jpg) keep their suffix (a.png_heatmap.png), and a last tie gets ~2, ~3. No existing file in --out
-is replaced without --overwrite, and none is written until every output name was checked. The mask
-marks pixels scoring above the pixel threshold calibrated on the normal validation images at fit
-time (or --threshold). predictions.csv has one row per image: path, image_score, is_anomalous (image
-score above the image threshold), anomalous_area (fraction of pixels in the mask). Unreadable files
-are reported and skipped; the exit code is then 1. `--model model.onnx` (tools/export.py) runs the
-same graph with onnxruntime instead of torch (pip install onnxruntime) and writes the same outputs.
+a.jpg) keep their suffix (a.png_heatmap.png), and a last tie gets ~2, ~3. A name too long for the
+file system stops the run before any image is decoded. The mask marks pixels scoring above the pixel
+threshold calibrated on the normal validation images at fit time (or --threshold). predictions.csv
+has one row per image: path, image_score, is_anomalous (image score above the image threshold),
+anomalous_area (fraction of pixels in the mask); it is UTF-8, a name's bytes that are not UTF-8 are
+written as \\xNN, and a cell a spreadsheet would run as a formula (=, +, -, @) starts with a quote.
+Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
+(tools/export.py) runs the same graph with onnxruntime instead of torch (pip install onnxruntime).
+
+--out is written whole or not at all: the files go into a hidden folder beside it, which replaces
+--out only once every file is complete, so a failed, killed or concurrent run leaves no partial
+outputs (a killed run's leftovers are removed by the next run) and of two runs into one --out the
+second is refused. An --out with earlier predictions is replaced only with --overwrite; one holding
+files predict.py does not write is never replaced. Files inside --out are never read as inputs.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import io
+import math
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,37 +34,67 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common import UserError, atomic_write, one_line, run_cli
+from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
 from datasets.listing import glob_files
 from datasets.transforms import PAPER_DATASETS, covered_box
 from models import SemiOrthogonal
+from pipeline import outputs, progress
+from pipeline.predict_files import (
+    CSV_NAME,
+    check_names,
+    claim,
+    in_out_folder,
+    output_folder,
+    output_names,
+    output_paths,
+    write_csv,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model.pt written by train.py, or its ONNX export (.onnx)")
     p.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder, written whole (see above)")
     p.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the calibrated one)")
     p.add_argument("--image-threshold", type=float, default=None, help="image threshold (default: calibrated)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that has predictions")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds predictions")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p.parse_args(argv)
 
 
-def find_images(spec: str) -> list[Path]:
+def check_flags(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers} must be at least 0")
+    for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
+        # scores are distances: NaN or infinity would flag nothing (or everything) and flatten the colours
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} {value} must be a finite number of at least 0 (a score is a distance)")
+
+
+def find_images(spec: str, out: Path | None = None) -> list[Path]:
+    """The images of --input, none from --out (a run's own heat maps are not inputs of the next)."""
     path = Path(spec)
+    if out is not None and in_out_folder(Path(os.path.realpath(path)), Path(os.path.realpath(out))):
+        raise UserError(f"--input {printable(spec)} is inside --out {printable(out)}, which the run replaces; "
+                        "pass an --out outside the inputs")
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     elif path.is_file():
         found = [path]
     else:
         found = glob_files(spec)  # glob.glob's matches, without looping through a link to a parent folder
+    if out is not None:
+        real_out = Path(os.path.realpath(out))
+        found = [p for p in found if not in_out_folder(Path(os.path.realpath(p)), real_out)]
     if not found:
-        raise UserError(f"--input {spec}: no image files found")
+        raise UserError(f"--input {printable(spec)}: no image files found")
     return found
 
 
@@ -103,47 +139,6 @@ def save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def output_names(paths: list[Path], spec: str) -> list[str]:
-    """Each image's output name: its path relative to the input folder, without the suffix; unique
-    also on case-insensitive file systems, and stable for a given set of inputs (they come sorted)."""
-    base = spec if Path(spec).is_dir() else os.path.commonpath([os.path.abspath(p.parent) for p in paths])
-    relative = [Path(os.path.relpath(os.path.abspath(p), os.path.abspath(base))) for p in paths]
-    stems = [r.with_suffix("").as_posix() for r in relative]
-    counts = Counter(stem.casefold() for stem in stems)
-    preferred = [r.as_posix() if counts[stem.casefold()] > 1 else stem for r, stem in zip(relative, stems)]
-    reserved = {name.casefold() for name in preferred}
-    names: list[str] = []
-    used: set[str] = set()
-    for name in preferred:
-        candidate, n = name, 1
-        while candidate.casefold() in used or (n > 1 and candidate.casefold() in reserved):
-            n += 1
-            candidate = f"{name}~{n}"  # only A.PNG beside a.png gets here
-        used.add(candidate.casefold())
-        names.append(candidate)
-    return names
-
-
-def output_paths(out: Path, name: str) -> dict[str, Path]:
-    return {kind: out / f"{name}_{kind}.png" for kind in ("heatmap", "overlay", "mask")}
-
-
-def check_outputs(out: Path, names: list[str], overwrite: bool) -> None:
-    """Refuses before any image is decoded when a planned output exists (without --overwrite) or cannot be written."""
-    planned = [out / "predictions.csv"] + [p for name in names for p in output_paths(out, name).values()]
-    for path in planned:
-        blocking = [parent for parent in path.parents if out in parent.parents and parent.exists()
-                    and not parent.is_dir()]
-        if blocking or path.is_dir():
-            raise UserError(f"--out {out}: {blocking[0] if blocking else path} is in the way of {path.name}; "
-                            "move it or pass another --out")
-    existing = [path for path in planned if path.exists()]
-    if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more files this run would write)" if len(existing) > 1 else ""
-        raise UserError(f"--out {out} already holds {existing[0].relative_to(out).as_posix()}{more}; "
-                        "pass --overwrite or another --out")
-
-
 def load_model(path: str, device: torch.device) -> SemiOrthogonal:
     """model.pt, or a model.onnx from tools/export.py run by onnxruntime (optional: imported only then)."""
     if Path(path).suffix.lower() == ".onnx":
@@ -155,13 +150,8 @@ def load_model(path: str, device: torch.device) -> SemiOrthogonal:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.workers < 0:
-        raise UserError(f"--workers {args.workers} must be at least 0")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a folder for the outputs")
+    check_flags(args)
+    out = output_folder(args.out)
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
@@ -175,11 +165,37 @@ def main(argv: list[str] | None = None) -> int:
     if model.config.protocol == "paper" and dataset_name not in PAPER_DATASETS:
         raise UserError(f"{args.model} was fitted with --protocol paper but names no paper dataset "
                         f"({dataset_name or 'none'}); refit it with train.py")
-    paths = find_images(args.input)
+    paths = find_images(args.input, out)
     names = output_names(paths, args.input)
-    check_outputs(out, names, args.overwrite)  # before any image is decoded or any file written
+    claim(out, args.overwrite)  # before any image is decoded or any file written
+    staging = None
+    try:
+        staging = outputs.stage(out)
+        check_names(staging, names, paths)
+        rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args)
+        write_csv(staging / CSV_NAME, rows)
+        outputs.commit(staging, out, args.overwrite, elsewhere="another --out")
+    except OSError as error:
+        outputs.discard(staging)
+        if os_error_line(error) is None:
+            raise
+        # name --out, not the hidden staging file that no longer exists
+        raise OSError(error.errno, error.strerror, printable(out)) from None
+    except BaseException:
+        outputs.discard(staging)
+        raise
+    flagged = sum(r["is_anomalous"] for r in rows)
+    print(f"{len(rows)} images scored, {flagged} anomalous; {failures} unreadable; "
+          f"results: {printable(out / CSV_NAME)}")
+    return 1 if failures else 0
+
+
+def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: list[str],
+               thresholds: tuple[float, float], args: argparse.Namespace) -> tuple[list[dict], int]:
+    """Scores every image, writing its three PNGs into `folder`; (CSV rows, unreadable files)."""
+    pixel_threshold, image_threshold = thresholds
     dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
-                             model.config.protocol, dataset_name)  # the pipeline the model was fitted with
+                             model.config.protocol, model.meta.get("dataset", ""))  # as the model was fitted
     data = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     # the colour scale puts the pixel threshold in the middle, anchored at the normal median
     low = model.thresholds.get("val_pixel_median", 0.0)
@@ -187,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, failures = [], 0
     from tqdm import tqdm
 
-    with tqdm(total=len(paths), unit="img", disable=None, file=sys.stderr) as progress:
+    with tqdm(total=len(paths), unit="img", disable=not progress.wanted(args.quiet), file=sys.stderr) as bar:
         for batch in data:
             maps, scores = model.predict(batch["image"])
             for i, index in enumerate(batch["index"].tolist()):
-                progress.update(1)
+                bar.update(1)
                 path = paths[index]
                 if batch["error"][i]:
                     failures += 1
@@ -202,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 mask = score_map > pixel_threshold
                 heat = colour(score_map, low, high)
                 overlay = (0.55 * np.asarray(original) + 0.45 * heat).astype(np.uint8)
-                files = output_paths(out, names[index])
+                files = output_paths(folder, names[index])
                 save_png(heat, files["heatmap"])
                 save_png(overlay, files["overlay"])
                 save_png(mask.astype(np.uint8) * 255, files["mask"])
@@ -210,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"path": str(path), "image_score": f"{score_value:.6f}",
                              "is_anomalous": int(score_value > image_threshold),
                              "anomalous_area": f"{mask.mean():.6f}"})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "image_score", "is_anomalous", "anomalous_area"],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "predictions.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
-    flagged = sum(r["is_anomalous"] for r in rows)
-    print(f"{len(rows)} images scored, {flagged} anomalous; {failures} unreadable; results: {out / 'predictions.csv'}")
-    return 1 if failures else 0
+    return rows, failures
 
 
 if __name__ == "__main__":

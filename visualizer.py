@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +42,12 @@ Threshold
 Output
   default: <ckpt>/<dataset>/<category>/report.pdf for one category and
   <ckpt>/<dataset>/report.pdf for all; an existing report is replaced atomically.
-  Errors (missing folders or files, corrupt files) print one line and exit with 2."""
+  Errors (missing folders or files, corrupt files, a full disk or read-only folder) print one
+  line and exit with 2, leaving any earlier report as it was. Test images that cannot be found
+  (scores.npz names them) are counted in one warning; their panels show the maps only.
+
+Progress
+  A bar on stderr only when stderr is a terminal, and never with --quiet."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,7 +64,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"test images shown per category (default {DEFAULT_MAX_IMAGES}; 0: summary only)")
     parser.add_argument("--threshold", type=_finite, metavar="T",
                         help="pixel threshold for the binary predictions (default: see below)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "--no-progress", action="store_true",
+                        help="no progress bar (there is none unless stderr is a terminal)")
     return parser.parse_args(argv)
 
 
@@ -89,11 +96,17 @@ def run(args: argparse.Namespace) -> Path:
     out = args.out or (args.ckpt / dataset / "report.pdf" if whole else selected[0][1] / "report.pdf")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'report.pdf'}")
-    from report.render import prepare, render  # matplotlib, scipy and tqdm: only once there is something to draw
+    from pipeline import progress  # matplotlib, scipy and tqdm: only once there is something to draw
+    from report.image_pages import missing_images
+    from report.render import prepare, render
 
     for cat in cats:
         prepare(cat, args.threshold, args.max_images)
-    pages = render(cats, args.ckpt, out, with_contents=whole, progress=not args.no_progress)
+    missing, shown, example = missing_images(cats, args.ckpt)
+    if missing:
+        print(f"warning: {missing} of {shown} test images shown were not found, e.g. {example}; "
+              "their panels show the maps only", file=sys.stderr)
+    pages = render(cats, args.ckpt, out, with_contents=whole, progress=progress.wanted(args.quiet))
     print(f"wrote {out} ({pages} pages)")
     return out
 

@@ -148,7 +148,8 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     seconds["device_total"] = time.perf_counter() - start
     if scores is not None:  # None: no test images (a folder dataset of normal images only)
         scores.defects = np.array([s.defect for s in plan.splits.test])
-        scores.paths = np.array([str(s.image) for s in plan.splits.test])
+        # absolute: the report reads the images from wherever it is run, not only where training ran
+        scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, saved)
 
 

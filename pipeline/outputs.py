@@ -9,6 +9,7 @@ replacement).
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -84,11 +85,25 @@ def discard(staging: Path | None) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def commit(staging: Path, target: Path, overwrite: bool) -> None:
-    """Moves the complete staging folder to `target`; the previous results go only once it is in place."""
-    if holds_results(target) and not overwrite:
-        discard(staging)
-        raise UserError(f"{target} was written by another run meanwhile; pass --overwrite or another --experiment")
+def commit(staging: Path, target: Path, overwrite: bool, elsewhere: str = "another --experiment") -> None:
+    """Moves the complete staging folder to `target`; the previous results go only once it is in place.
+
+    Without `overwrite` the rename itself is the claim: rename() replaces only an empty folder, so of
+    two runs committing at once exactly one wins and the other is told (`elsewhere`: what to pass instead).
+    """
+    taken = UserError(f"{target} was written by another run meanwhile; pass --overwrite or {elsewhere}")
+    if not overwrite:
+        try:
+            os.rename(staging, target)
+            return
+        except OSError as error:
+            occupied = error.errno in (errno.ENOTEMPTY, errno.EEXIST)
+            if not occupied or holds_results(target):
+                discard(staging)
+                if occupied:
+                    raise taken from None
+                raise
+        # only hidden files there (no results of any run): set them aside as a replacement would
     old = None
     if target.exists():
         old = _sibling(target, OLD)

@@ -12,7 +12,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
-from common import UserError
+from common import UserError, printable
 
 from .layout import HEAT_ALPHA, HEAT_CMAP, PAGE_SIZE, ROWS_PER_PAGE, fmt, image_axes, inches, outline, page, show
 from .load import Category
@@ -23,15 +23,36 @@ def _grey_panel(shape: tuple[int, int]) -> np.ndarray:
     return np.full((*shape, 3), 0.6, dtype=np.float32)
 
 
-def input_image(path: str, cat: Category) -> tuple[np.ndarray, str | None]:
+def image_file(path: str, ckpt: Path) -> Path | None:
+    """The test image a scores.npz names, or None. Older files hold paths relative to where training
+    ran: those are tried from here, then from the experiment folder and each folder above it."""
+    name = Path(path)
+    if name.is_absolute():
+        return name if name.is_file() else None
+    ckpt = ckpt.absolute()
+    for base in (Path.cwd(), ckpt, *ckpt.parents):
+        if (base / name).is_file():
+            return base / name
+    return None
+
+
+def missing_images(cats: Sequence[Category], ckpt: Path) -> tuple[int, int, str]:
+    """(images not found, images shown, the first missing path) over what the image pages will show."""
+    shown = [str(cat.paths[i]) for cat in cats for i in cat.order]
+    missing = [path for path in shown if image_file(path, ckpt) is None]
+    return len(missing), len(shown), printable(missing[0]) if missing else ""
+
+
+def input_image(path: str, cat: Category, ckpt: Path) -> tuple[np.ndarray, str | None]:
     """(H, W, 3) float image in [0, 1] as the model saw it, or a grey panel and why."""
     from datasets.base import center_crop_box, read_image  # imports torch: only when an image is drawn
 
     shape = cat.maps.shape[1:]
-    if not Path(path).is_file():
+    found = image_file(path, ckpt)
+    if found is None:
         return _grey_panel(shape), "image not found"
     try:
-        image = read_image(Path(path))
+        image = read_image(found)
     except UserError:
         return _grey_panel(shape), "image unreadable"
     h, w = cat.image_size
@@ -63,8 +84,9 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
     headings = ["input", "ground truth", "anomaly map", f"prediction (score > {fmt(cat.threshold, 3)})"]
     for r, i in enumerate(rows):
         y = top + r * row_h
-        label, score, defect = int(cat.labels[i]), float(cat.image_scores[i]), str(cat.defects[i])
+        label, score, defect = int(cat.labels[i]), float(cat.image_scores[i]), printable(str(cat.defects[i]))
         path = Path(str(cat.paths[i]))
+        name = printable(f"{path.parent.name}/{path.name}")  # matplotlib cannot draw undecodable bytes
         verdict = ""
         if image_thr is not None:
             if label == 1 and score <= image_thr:
@@ -72,10 +94,10 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
             elif label != 1 and score > image_thr:
                 verdict = "  ·  false alarm at the image threshold"
         fig.text(left / PAGE_SIZE[0], 1 - (y + 0.14) / PAGE_SIZE[1],
-                 f"{first_rank + r}.  {path.parent.name}/{path.name}  ·  {defect}  ·  image score {score:.3f}"
+                 f"{first_rank + r}.  {name}  ·  {defect}  ·  image score {score:.3f}"
                  f"{verdict}", fontsize=8, fontweight="bold", va="baseline",
                  color="#b00000" if verdict else "black")
-        image, problem = input_image(str(path), cat)
+        image, problem = input_image(str(path), cat, ckpt)
         mask, heat = cat.masks[i], cat.maps[i].astype(np.float32)  # float32: compare with the threshold exactly
         coloured = cmap(norm(np.nan_to_num(heat, nan=cat.vmin)))[..., :3].astype(np.float32)
         overlay = coloured if problem else (1 - HEAT_ALPHA) * image + HEAT_ALPHA * coloured
@@ -88,7 +110,7 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
         show(axes[1], image, (h, w))
         if problem:
             for ax in axes[:2]:
-                ax.text(0.5, 0.5, f"{problem}:\n{path.name}", ha="center", va="center", fontsize=6.5,
+                ax.text(0.5, 0.5, f"{problem}:\n{printable(path.name)}", ha="center", va="center", fontsize=6.5,
                         color="0.15", transform=ax.transAxes)
         outline(axes[1], mask)
         if not mask.any():

@@ -80,7 +80,8 @@ def render(cats: list[Category], ckpt: Path, out: Path, with_contents: bool, pro
         title = f"{cats[0].dataset} {cats[0].name if len(cats) == 1 else 'all categories'}: anomaly report"
         # no CreationDate: the file does not depend on when it was drawn
         metadata = {"Title": title, "Creator": "visualizer.py (semi-orthogonal embedding)", "CreationDate": None}
-        with matplotlib.rc_context(STYLE), PdfPages(tmp, metadata=metadata) as pdf, \
+        # the file opened here, so it is closed also when the PDF writer fails (a full disk) midway
+        with open(tmp, "wb") as file, matplotlib.rc_context(STYLE), PdfPages(file, metadata=metadata) as pdf, \
                 tqdm(total=pages, unit="page", desc="report", disable=not progress) as bar:
             def emit(fig: Figure) -> None:
                 pdf.savefig(fig)
