@@ -58,12 +58,20 @@ def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
 
 def save_state(state: dict, path: str | Path) -> None:
     """Writes a model file atomically. Through a Python file object, so that a full disk or a read-only
-    folder is an OSError naming the file (torch's own writer turns it into a RuntimeError)."""
+    folder is an OSError naming the file (torch's own writer makes it a RuntimeError without errno)."""
     path = Path(path)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as error:  # the zip writer's complaint after the file object's OSError
+                cause = error.__context__
+                while cause is not None and not isinstance(cause, OSError):
+                    cause = cause.__context__
+                if cause is None:
+                    raise
+                raise cause from None
     try:
         atomic_write(path, write)
     except OSError as error:

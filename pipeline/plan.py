@@ -133,8 +133,8 @@ def new_images(path: Path, state: dict, fit: list[Sample]) -> torch.Tensor:
                         f"(e.g. {first}); they would count twice: point it at the new images only")
     n = int(state["stats"]["n"])
     if len(stored) < n:
-        print(f"warning: --resume {path} records {len(stored)} of its {n} fitted images (written by an older "
-              "version): cannot check that this run's images are new", file=sys.stderr)
+        print(f"warning: --resume {path} records {len(stored)} of its {n} fitted images (older files record "
+              "none): cannot check that this run's images are new", file=sys.stderr)
     return torch.cat([stored, new]).sort().values
 
 
