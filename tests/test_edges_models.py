@@ -144,11 +144,11 @@ def small_mount(tmp_path):
     (full / "earlier.pt").write_bytes(b"earlier result")
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
                       capture_output=True).returncode:
-        subprocess.run(["umount", str(full)])
+        subprocess.run(["umount", "-l", str(full)])
         pytest.skip("cannot mount a read-only tmpfs here (needs root)")
     yield full, read_only
-    subprocess.run(["umount", str(full)])
-    subprocess.run(["umount", str(read_only)])
+    subprocess.run(["umount", "-l", str(full)])
+    subprocess.run(["umount", "-l", str(read_only)])
 
 
 def cli(main, argv: list[str], capsys) -> tuple[int, str]:
