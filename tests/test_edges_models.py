@@ -128,7 +128,7 @@ def test_resume_with_new_images_in_a_folder_keeps_what_the_model_is_of(first_fit
     torch.save(old, tmp_path / "old.pt")
     capsys.readouterr()
     merge_stats.merge([tmp_path / "old.pt", folder / "model.pt"])  # 9 images twice: what it cannot see
-    assert "records 0 of its 9 fitted images" in capsys.readouterr().err
+    assert "old.pt record(s) not all of their fitted image files" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- 16/17

@@ -66,15 +66,11 @@ def same_backbone(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], v) for k, v in b.items())
 
 
-def recorded(path: Path, state: dict) -> torch.Tensor:
-    """The file's fitted-image digests; a warning where it holds images it did not record (older files)."""
+def recorded(state: dict) -> tuple[torch.Tensor, bool]:
+    """The file's fitted-image digests, and whether they cover all of its images (older files: none)."""
     digests = state.get("fitted")
     digests = torch.empty(0, dtype=torch.int64) if digests is None else digests
-    n = int(state["stats"]["n"])
-    if len(digests) < n:
-        print(f"warning: {path} records {len(digests)} of its {n} fitted images (older files record none): "
-              "cannot check that no image is in two of the merged fits", file=sys.stderr)
-    return digests
+    return digests, len(digests) >= int(state["stats"]["n"])
 
 
 def merge(paths: list[Path]) -> dict:
@@ -86,11 +82,13 @@ def merge(paths: list[Path]) -> dict:
     merged = read_model_file(paths[0])
     stats_type = stats_class(merged["config"]["approx"])  # --approx global keeps sums pooled over positions
     stats = stats_type.from_state(merged["stats"])
-    fitted = [(paths[0], merged["stats"], recorded(paths[0], merged))]
+    digests, complete = recorded(merged)
+    fitted, unrecorded = [(paths[0], merged["stats"], digests)], [] if complete else [paths[0]]
     for path in paths[1:]:
         state = read_model_file(path)
         check_compatible(path, state, paths[0], merged)
-        digests = recorded(path, state)
+        digests, complete = recorded(state)
+        unrecorded += [] if complete else [path]
         for other, sums, other_digests in fitted:
             if same_sums(state["stats"], sums):
                 raise UserError(f"{path} holds the same fit as {other} (equal sums); each fit can be merged once")
@@ -102,6 +100,9 @@ def merge(paths: list[Path]) -> dict:
         stats.merge(stats_type.from_state(state["stats"]))
     merged["stats"] = stats.state()
     merged["fitted"] = torch.cat([digests for _, _, digests in fitted]).sort().values
+    if unrecorded:  # once the merge is sound: a refusal stays one line
+        print(f"warning: {', '.join(map(str, unrecorded))} record(s) not all of their fitted image files (older "
+              "files record none): cannot check that no image is in two of the merged fits", file=sys.stderr)
     merged["version"] = VERSION  # the sums are now stored packed, also when the inputs were format 1
     merged["thresholds"] = {}
     return merged
