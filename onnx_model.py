@@ -10,9 +10,10 @@ rest of the project runs without them.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
-import tempfile
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,8 +51,8 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
         import onnxscript  # noqa: F401  # torch.onnx's exporter needs it; fail with the install line first
     except ImportError:
         raise UserError(f"exporting to ONNX needs onnx and onnxscript: {INSTALL}") from None
-    from models.export import ScoringGraph
     from models.semi_ortho import SemiOrthogonal
+    from pipeline import outputs
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -59,31 +60,76 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name such as model.onnx")
     model = SemiOrthogonal.load(model_path, finalize=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for note in outputs.clean_stale(out):  # what killed exports left: their .data can be gigabytes
+        print(f"warning: {note}", file=sys.stderr)
+    # written in a staging folder beside `out` (named by host and process, as train.py's), then renamed:
+    # a failure removes it, and a kill leaves it for the next export to recognise and remove
+    staging = outputs.stage(out)  # before the minutes of export: a read-only folder fails now
+    try:
+        _write_graph(model, out, staging, external_data, batch)
+    except OSError as error:
+        if error.filename is None:  # onnx writes through file objects: name the folder
+            error.filename = str(out.parent)
+        raise
+    finally:
+        outputs.discard(staging)
+    return out
+
+
+class QuietAmbiguousAttributes(logging.Filter):
+    """onnx_ir logs this once per empty attribute list of the graph (33 for ResNet-18): noise, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Attribute type is ambiguous because it is an empty sequence")
+
+
+def _write_graph(model, out: Path, staging: Path, external_data: bool, batch: int) -> None:
+    from models.export import ScoringGraph
+
     model.finalize(inverse=True)  # the graph scores by GEMM with L^-1
     model.stats = None  # 0.75 GB for WRN-50-2, k = 300: not needed by the graph
     graph = ScoringGraph(model).eval()
     example = torch.zeros(batch, 3, *model.config.input_size)
-    with torch.no_grad():
-        program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
-                                    output_names=["maps", "scores"], verbose=False,
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
-    program.model.metadata_props.update(metadata(model))
-    size = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
-    external = external_data or size > PROTOBUF_LIMIT * 0.9  # margin for the graph itself
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # written in a temporary folder beside `out`, then renamed: a crash never leaves half a model
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    quiet, ir_logger = QuietAmbiguousAttributes(), logging.getLogger("onnx_ir._convenience")
+    ir_logger.addFilter(quiet)
     try:
+        with torch.no_grad():
+            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
+                                        output_names=["maps", "scores"], verbose=False,
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
+        program.model.metadata_props.update(metadata(model))
+        size = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
+        external = external_data or size > PROTOBUF_LIMIT * 0.9  # margin for the graph itself
         program.save(staging / out.name, external_data=external)
-        data = Path(f"{out}.data")
+    finally:
+        ir_logger.removeFilter(quiet)
+    data = Path(f"{out}.data")
+    # the graph and its weights are one result: no SIGTERM or Ctrl-C between their two renames
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
         if (staging / data.name).exists():
             os.replace(staging / data.name, data)
         elif data.exists():
             data.unlink()  # a stale weights file from an earlier external-data export
         os.replace(staging / out.name, out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def metadata_json(path: Path, props: dict[str, str], key: str, default: object = None) -> dict:
+    """One metadata entry, a JSON object; a missing or unreadable one is a one-line error."""
+    if key not in props:
+        if default is not None:  # optional (meta: files exported before it existed)
+            return default
+        raise UserError(f"{path} has no '{key}' metadata; export it again with tools/export.py")
+    try:
+        value = json.loads(props[key])
+    except ValueError:
+        raise UserError(f"{path}: its metadata '{key}' is not JSON; export it again with tools/export.py") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: its metadata '{key}' is not a JSON object; export it again with tools/export.py")
+    return value
 
 
 class OnnxScorer:
@@ -108,9 +154,16 @@ class OnnxScorer:
         props = self.session.get_modelmeta().custom_metadata_map
         if props.get("format") != FORMAT:
             raise UserError(f"{path} is not a semi-orthogonal model written by tools/export.py")
-        self.config: Config = config_from_state({"config": json.loads(props["config"])})
-        self.thresholds: dict[str, float] = json.loads(props["thresholds"])
-        self.meta: dict = json.loads(props.get("meta", "{}"))
+        self.config: Config = config_from_state({"config": metadata_json(path, props, "config")}, path)
+        self.thresholds: dict[str, float] = metadata_json(path, props, "thresholds")
+        self.meta: dict = metadata_json(path, props, "meta", {})
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.thresholds.values()):
+            raise UserError(f"{path}: its metadata 'thresholds' are not numbers; export it again with tools/export.py")
+        shape = self.session.get_inputs()[0].shape  # (batch, 3, H, W); the batch is a symbolic name
+        if list(shape[2:]) != list(self.config.input_size):
+            raise UserError(f"{path}: its graph takes {' x '.join(map(str, shape[2:]))} images, its metadata says "
+                            f"{self.config.input_size[0]} x {self.config.input_size[1]}; export it again with "
+                            "tools/export.py")
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> score maps (B, H, W) and image scores (B,), as SemiOrthogonal.predict."""

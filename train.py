@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
-from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim
+from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
 from models.backbone import ALL_LAYERS, check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--dataroot", default=None,
                       help="dataset folder (default: the DATA environment variable; synthetic: a cache folder)")
-    data.add_argument("--dataset", default="mvtecad", choices=list(MODULES))
+    data.add_argument("--dataset", default=None, choices=list(MODULES),
+                      help="default mvtecad, or with --resume the dataset the model file was fitted on")
     data.add_argument("--category", default="all", help="a category, a comma-separated list, or all (default)")
     data.add_argument("--fold", type=int, default=None, help="KolektorSDD fold 0..2 (default: all three)")
     data.add_argument("--split-file", default=None,
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", "--arch", dest="model", default=None, choices=list(BACKBONES),
                        help="backbone (default wide_resnet50_2, or the --resume file's)")
-    model.add_argument("--weights", default="imagenet", help="imagenet (default), random, or a state-dict file")
+    model.add_argument("--weights", default=None,
+                       help="imagenet (default), random, or a state-dict file (--resume: the file's backbone)")
     model.add_argument("--approx", default=None, choices=APPROXIMATIONS,
                        help="ortho (default): semi-orthogonal W (paper); sample: PaDiM channel selection; "
                             "gaussian; full: exact; global: one covariance pooled over positions; lowrank / null / "
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, every value checked before any output is created or image decoded."""
     args = build_parser().parse_args(argv)
+    resolve_resume(args)
     args.image_size = size_pair(args.image_size, "--image-size")
     args.crop = size_pair(args.crop, "--crop")
     if args.protocol is None and args.resume is None:  # with --resume: the model file's
@@ -166,6 +170,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         results.check_report(args.report)
     args.cache = ImageCache.open(args.cache) if args.cache is not None else None
     return args
+
+
+def resolve_resume(args: argparse.Namespace) -> None:
+    """--dataset and --weights default to what the --resume file was fitted with (older files: mvtecad)."""
+    if args.resume is None:
+        args.dataset, args.weights = args.dataset or "mvtecad", args.weights or "imagenet"
+    elif args.dataset is None:
+        meta = read_model_file(args.resume, mmap=True).get("meta") or {}
+        args.dataset = meta.get("dataset") if meta.get("dataset") in MODULES else "mvtecad"
 
 
 def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
@@ -239,6 +252,8 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
     device = device or resolve_device(args.device)
     torch.manual_seed(options.seed or 1111)
     plans = [plan_category(options, data_opts, root, c, out_dirs[c]) for c in wanted]
+    if options.resume is not None:  # metrics.json names the backbone the run went on with
+        options = replace(options, weights=plans[0].meta["weights"])
     # One loader for every category: workers start once and decode the next category's images
     # while the device finishes the current one.
     data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],

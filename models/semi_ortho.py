@@ -7,14 +7,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import UserError, atomic_write
+from common import UserError
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
 from models.config import Config
 from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
 from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
 from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
-from models.model_file import config_from_state, model_state, read_model_file, referenced_backbone
+from models.model_file import (
+    check_backbone_tensors,
+    config_from_state,
+    model_state,
+    read_model_file,
+    referenced_backbone,
+    save_state,
+)
 from models.pooled import PooledStats, fit_pooled
 from models.postprocess import feature_size, smooth
 
@@ -40,6 +47,9 @@ class SemiOrthogonal(torch.nn.Module):
         self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
+        # one int64 digest per fitted image file (path, size, mtime; pipeline/plan.py), sorted: --resume
+        # and merges refuse images already in the sums. Fewer than stats.n: some were fitted unrecorded.
+        self.fitted = torch.empty(0, dtype=torch.int64)
         self._buffer: torch.Tensor | None = None  # gather()'s embeddings, reused by the fit and scoring
 
     @property
@@ -199,18 +209,20 @@ class SemiOrthogonal(torch.nn.Module):
         Reads the model only: another thread may go on scoring with it meanwhile."""
         if self.stats is None:
             raise RuntimeError("save() needs the running sums, and they were dropped")
-        state = model_state(self, embed_backbone)
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        save_state(model_state(self, embed_backbone), path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
         state = read_model_file(path)
-        model = cls(config_from_state(state), weights="random", extractor=referenced_backbone(path, state))
+        model = cls(config_from_state(state, path), weights="random", extractor=referenced_backbone(path, state))
         if not is_reference(state["backbone"]):
+            check_backbone_tensors(path, model.extractor.state_dict(), state["backbone"])
             model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
+        if state.get("fitted") is not None:  # files written before the digests existed have none
+            model.fitted = state["fitted"].clone()
         model.to(device)
         model.stats = stats_class(model.config.approx).from_state(state["stats"], device)
         if finalize:

@@ -94,7 +94,9 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     model = build_model(options, plan, device, {} if extractors is None else extractors)
-    model.meta = {"dataset": options.dataset, "category": plan.category}  # merge_stats refuses mixed categories
+    # what the model is of and which image files its sums hold (the --resume file's kept and extended):
+    # merge_stats refuses mixed categories, and --resume and merges images counted twice
+    model.meta, model.fitted = dict(plan.meta), plan.fitted
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
 

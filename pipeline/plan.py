@@ -1,9 +1,13 @@
 """Planning a category: its images listed and its model configured before any image is decoded."""
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from common import UserError
 from datasets import loader
@@ -12,7 +16,7 @@ from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
-from models.backbone import feature_dim
+from models.backbone import feature_dim, is_reference
 from models.distributed import shard
 from models.lowrank import check_feasible
 from models.postprocess import feature_size
@@ -29,6 +33,8 @@ class Plan:
     val: list[Sample]
     config: Config
     dataset: str = ""  # whose paper pipeline decodes the images under --protocol paper
+    meta: dict = field(default_factory=dict)  # what the model is of (the --resume file's): model.meta
+    fitted: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))  # model.fitted
 
 
 def split_validation(train: list[Sample], protocol: str = "standard") -> tuple[list[Sample], list[Sample]]:
@@ -44,10 +50,14 @@ PAPER_FITS_ALL = ("kolektor", "kolektor2")
 
 
 def plan_category(options: RunOptions, data: DataOptions, root: Path | None, category: str, out_dir: Path) -> Plan:
-    stored = config_from_state(read_model_file(options.resume)) if options.resume is not None else None
+    state = read_model_file(options.resume, mmap=True) if options.resume is not None else None
+    stored = config_from_state(state, options.resume) if state is not None else None
+    pipeline = options.dataset
     if stored is not None:  # the loader labels KolektorSDD parts with the stored pipeline and size
         data = replace(data, protocol=data.protocol or stored.protocol, image_size=data.image_size or stored.image_size)
-        check_protocol(options.dataset, data.protocol, data.image_size)
+        if data.protocol == "paper":  # new images decoded as the fitted ones were, whatever their layout
+            pipeline = (state.get("meta") or {}).get("dataset", options.dataset)
+        check_protocol(pipeline, data.protocol, data.image_size)
     splits = loader(options.dataset).load(root, category, data)
     for note in splits.notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -70,11 +80,62 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
                        feature_size(config.input_size))
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
-        return Plan(category, out_dir, splits, fit, val, config, options.dataset)
+        meta = {"dataset": options.dataset, "category": category, "weights": options.weights or "imagenet"}
+        return Plan(category, out_dir, splits, fit, val, config, options.dataset, meta, file_digests(fit))
     check_resume(options, stored, data.protocol)
+    meta = resumed_meta(options, state, category)
+    fitted = new_images(options.resume, state, fit)
     # eps and n versus n - 1 are not part of the sums: they may change
     return Plan(category, out_dir, splits, fit, val, replace(stored, eps=eps, unbiased=options.unbiased),
-                options.dataset)
+                pipeline, meta, fitted)
+
+
+def resumed_meta(options: RunOptions, state: dict, category: str) -> dict:
+    """The --resume file's meta, kept (merges compare it): refuses another category's model, and names
+    the weights its stored backbone has (files older than that record: imagenet if named by digest)."""
+    meta = dict(state.get("meta") or {})
+    if meta.get("category", category) != category:
+        raise UserError(f"--resume {options.resume} is a model of {meta.get('dataset', '?')} category "
+                        f"{meta['category']}, not {category}; pass --category {meta['category']} or fit a new model")
+    meta.setdefault("dataset", options.dataset)
+    meta.setdefault("category", category)
+    meta.setdefault("weights", "imagenet" if is_reference(state["backbone"]) else "stored in the model file")
+    if options.weights is not None and options.weights != meta["weights"]:
+        raise UserError(f"--resume {options.resume} goes on with its stored backbone (weights {meta['weights']}), "
+                        f"not --weights {options.weights}; drop --weights")
+    return meta
+
+
+def file_digests(samples: list[Sample]) -> torch.Tensor:
+    """One int64 per image file, sorted: 8 bytes of blake2b over its absolute path, size and mtime (40 kB
+    for 5,000 images). A file that is moved, rewritten or touched counts as another image."""
+    return torch.tensor(sorted(file_digest(s.image) for s in samples), dtype=torch.int64)
+
+
+def file_digest(image: Path) -> int:
+    try:
+        info = os.stat(image)
+    except OSError as e:
+        raise UserError(f"cannot read training image {image} ({e.strerror})") from None
+    key = f"{os.path.abspath(image)}\0{info.st_size}\0{info.st_mtime_ns}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True)
+
+
+def new_images(path: Path, state: dict, fit: list[Sample]) -> torch.Tensor:
+    """The digests of the --resume file's images and this run's, refusing images its sums already hold."""
+    stored, new = state.get("fitted"), file_digests(fit)
+    stored = torch.empty(0, dtype=torch.int64) if stored is None else stored.clone()
+    again = torch.isin(new, stored)
+    if again.any():
+        known = set(stored.tolist())
+        first = next(s.image for s in fit if file_digest(s.image) in known)
+        raise UserError(f"--resume {path} already holds {int(again.sum())} of these {len(fit)} training images "
+                        f"(e.g. {first}); they would count twice: point it at the new images only")
+    n = int(state["stats"]["n"])
+    if len(stored) < n:
+        print(f"warning: --resume {path} records {len(stored)} of its {n} fitted images (older files record "
+              "none): cannot check that this run's images are new", file=sys.stderr)
+    return torch.cat([stored, new]).sort().values
 
 
 def check_resume(options: RunOptions, stored: Config, protocol: str | None = None) -> None:

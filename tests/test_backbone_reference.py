@@ -105,8 +105,10 @@ def test_train_names_imagenet_weights_unless_embed_backbone(hub, tmp_path):
     assert (named / "model.pt").stat().st_size < (embedded / "model.pt").stat().st_size
     assert json.loads((named / "metrics.json").read_text())["metrics"] == \
         json.loads((embedded / "metrics.json").read_text())["metrics"]
-    # --resume on the named file refits from its sums with the same (checked) backbone
-    assert train.main([*fast, "--experiment", str(tmp_path / "c"), "--resume", str(named / "model.pt")]) == 0
+    # --resume on the named file refits from its sums with the same (checked) backbone, on new images
+    write_category(tmp_path / "more", "toy", seed=1)
+    more = [*fast[:-4], "--dataroot", str(tmp_path / "more"), "--category", "toy"]
+    assert train.main([*more, "--experiment", str(tmp_path / "c"), "--resume", str(named / "model.pt")]) == 0
 
 
 def test_merge_compares_named_backbones_by_digest():

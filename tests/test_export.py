@@ -1,6 +1,10 @@
 """tools/export.py: the ONNX graph scores as the torch model; predict.py runs it with onnxruntime."""
 import csv
 import json
+import logging
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +17,9 @@ import torch
 from PIL import Image
 
 import predict
-from common import UserError
+from common import UserError, run_cli
 from models import Config, SemiOrthogonal
+from onnx_model import OnnxScorer
 
 THRESHOLDS = {"image": 0.0, "pixel": 0.0, "val_pixel_median": 0.0, "n_val": 3, "val_fpr": 0.01}
 
@@ -33,11 +38,36 @@ def fitted_model(path: Path, thresholds: dict) -> SemiOrthogonal:
     return model
 
 
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     model = fitted_model(folder / "model.pt", THRESHOLDS)
-    assert export_tool.main(["--model", str(folder / "model.pt"), "--out", str(folder / "model.onnx")]) == 0
+    # what a killed export left: its staging folder, named by host and (now dead) process, with the weights
+    leftover = folder / f".model.onnx.staging-{socket.gethostname()}-{dead_pid()}-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.onnx.data").write_bytes(b"weights" * 1000)
+    records, ir_logger = Records(), logging.getLogger("onnx_ir._convenience")
+    ir_logger.addHandler(records)
+    try:
+        assert export_tool.main(["--model", str(folder / "model.pt"), "--out", str(folder / "model.onnx")]) == 0
+    finally:
+        ir_logger.removeHandler(records)
+    model.export_log = records.messages
     return model, folder
 
 
@@ -124,3 +154,80 @@ def test_missing_onnxruntime_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(UserError, match="pip install onnxruntime"):
         predict.main(["--model", str(tmp_path / "model.onnx"), "--input", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_export_removes_a_killed_exports_staging_and_logs_no_attribute_noise(exported):
+    model, folder = exported
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.pt"]
+    assert not [m for m in model.export_log if "Attribute type is ambiguous" in m]  # 33 lines before
+
+
+def test_an_interrupted_export_leaves_no_staging_and_the_earlier_file(exported, tmp_path, monkeypatch):
+    _, folder = exported
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"earlier export")
+
+    def killed(*args, **kwargs):
+        raise SystemExit(128 + signal.SIGTERM)  # what run_cli's SIGTERM handler raises
+    monkeypatch.setattr(torch.onnx, "export", killed)
+    with pytest.raises(SystemExit):
+        export_tool.main(["--model", str(folder / "model.pt"), "--out", str(out), "--overwrite"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"] and out.read_bytes() == b"earlier export"
+
+
+def damaged_copy(folder: Path, tmp_path: Path, change) -> Path:
+    graph = onnx.load(str(folder / "model.onnx"))
+    props = {p.key: p.value for p in graph.metadata_props}
+    change(props)
+    del graph.metadata_props[:]
+    for key, value in props.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(tmp_path / "damaged.onnx"))
+    return tmp_path / "damaged.onnx"
+
+
+def config_with(**values):
+    return lambda props: props.update(config=json.dumps({**json.loads(props["config"]), **values}))
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda props: props.pop("config"), "no 'config' metadata"),
+    (lambda props: props.update(thresholds="{pixel: 1"), "'thresholds' is not JSON"),
+    (lambda props: props.update(thresholds=json.dumps({"pixel": "high"})), "'thresholds' are not numbers"),
+    (config_with(colour_space="lab"), "newer release (unknown field colour_space)"),
+    (config_with(image_size=[128, 128]), "graph takes 64 x 64 images, its metadata says 128 x 128"),
+])
+def test_damaged_onnx_metadata_is_one_line_naming_the_file(exported, tmp_path, change, says):
+    _, folder = exported
+    path = damaged_copy(folder, tmp_path, change)
+    with pytest.raises(UserError, match="damaged.onnx") as error:
+        OnnxScorer(path)
+    assert says in str(error.value) and "\n" not in str(error.value)
+
+
+def test_export_to_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(exported, tmp_path, capsys):
+    _, folder = exported
+    full, read_only = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    read_only.mkdir()
+    mounted = [subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                              capture_output=True).returncode == 0
+               for options, target in (("size=3m", full), ("ro,size=1m", read_only))]
+    try:
+        if not all(mounted):
+            pytest.skip("cannot mount a tmpfs here (needs root): full and read-only disks untested")
+        (full / "model.onnx").write_bytes(b"earlier export")
+        handler = signal.getsignal(signal.SIGTERM)
+        for out, reason in ((full / "model.onnx", "no space left"), (read_only / "model.onnx", "read-only")):
+            with pytest.raises(SystemExit) as code:
+                run_cli(lambda out=out: export_tool.main(["--model", str(folder / "model.pt"), "--out", str(out),
+                                                          "--overwrite"]))
+            signal.signal(signal.SIGTERM, handler)
+            err = capsys.readouterr().err
+            assert code.value.code == 2 and err.count("\n") == 1 and str(out.parent) in err and reason in err, err
+        assert sorted(p.name for p in full.iterdir()) == ["model.onnx"]
+        assert (full / "model.onnx").read_bytes() == b"earlier export" and not list(read_only.iterdir())
+    finally:
+        for target, done in zip((full, read_only), mounted):
+            if done:
+                subprocess.run(["umount", "-l", str(target)])

@@ -61,7 +61,7 @@ def test_fit_and_evaluate_one_category(mvtec_root, tmp_path, capsys):
     state = torch.load(folder / "model.pt", weights_only=True)
     assert state["config"]["backbone"] == "resnet18" and state["stats"]["n"] == 10
     assert state["config"]["protocol"] == "paper"  # predict.py decodes new images the same way
-    assert state["meta"] == {"dataset": "mvtecad", "category": "toy"}  # what merge_stats compares
+    assert state["meta"] == {"dataset": "mvtecad", "category": "toy", "weights": "random"}  # merge_stats compares
     rows = list(csv.DictReader(open(exp / "results.csv")))
     assert len(rows) == 1 and rows[0]["category"] == "toy" and rows[0]["protocol"] == "paper"
     assert float(rows[0]["aupro"]) == pytest.approx(

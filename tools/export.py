@@ -7,7 +7,9 @@ training, H x W the model's input size (after --crop); outputs `maps` (N, H, W),
 maps, and `scores` (N,), their maxima. N is dynamic. The Mahalanobis distance uses mu and the inverse
 Cholesky factor L^-1 (ONNX has no triangular solve). The metadata holds the calibrated thresholds,
 the config and the normalisation as JSON. Weights beyond the 2 GB protobuf limit (WRN-50-2, k = 300)
-go to <out>.data beside the file (ONNX external data). `predict.py --model <out>` runs it with
+go to <out>.data beside the file (ONNX external data). Both are written into a staging folder beside
+<out> and renamed into place once complete: a failed, interrupted or killed export leaves the previous
+files, and the next export removes what a killed one left. `predict.py --model <out>` runs it with
 onnxruntime. Needs `pip install onnx onnxruntime onnxscript`.
 """
 from __future__ import annotations
