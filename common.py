@@ -23,6 +23,15 @@ class UserError(Exception):
     """Bad input the user can fix. Entry points print its one-line message and exit with 2."""
 
 
+class OutputError(UserError, OSError):
+    """An output that could not be written (a full disk, a read-only folder), in one line. Still an OSError
+    with its errno, for callers that go on without the file (the decode cache)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+
 def one_line(error: BaseException) -> str:
     """The user-facing line of an error, also when a DataLoader worker re-raised it with a traceback."""
     text = str(error).strip()
@@ -37,10 +46,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None], size: int | Non
     """Call write(tmp_path) on a temp file beside `path`, then rename it into place.
 
     A crash leaves either the old file or none, never a half-written one. A full disk or a folder that
-    cannot be written becomes a UserError naming the folder (`size`: the bytes the file will take, if known).
+    cannot be written becomes an OutputError naming the folder (`size`: the bytes the file will take, if
+    known).
     """
     path = Path(path)
-    tmp = None
+    tmp, written, refused = None, 0, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,10 +64,18 @@ def atomic_write(path: str | Path, write: Callable[[str], None], size: int | Non
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if full:
-            raise no_space(path, size, written) from None
-        if isinstance(error, OSError) and error.errno in _WRITE_ERRORS and error.errno not in _NO_SPACE:
-            raise UserError(os_error_line(OSError(error.errno, error.strerror, str(path)))) from None
-        raise
+            refused = errno.ENOSPC
+        elif isinstance(error, OSError) and not isinstance(error, UserError) and error.errno in _WRITE_ERRORS:
+            refused = error.errno
+        else:
+            raise
+    if refused is None:
+        return
+    # Raised out here, where the failed write's frames are gone: torch.save keeps its file open in them,
+    # and the space of the removed temp file comes back only once it is closed.
+    if refused == errno.ENOSPC:
+        raise no_space(path, size, written)
+    raise OutputError(os_error_line(OSError(refused, os.strerror(refused), str(path))), refused)
 
 
 def _size_of(path: str | None) -> int:
@@ -96,7 +114,7 @@ def _shown_folder(folder: Path) -> Path:
     return folder
 
 
-def no_space(path: str | Path, size: int | None, written: int = 0) -> UserError:
+def no_space(path: str | Path, size: int | None, written: int = 0) -> OutputError:
     """The one line for a file that did not fit: the folder, what the file needs and what is free."""
     path = Path(path)
     folder = _shown_folder(path.parent)
@@ -105,8 +123,8 @@ def no_space(path: str | Path, size: int | None, written: int = 0) -> UserError:
     except OSError:
         free = "free space unknown"
     needs = f"about {size:,} bytes" if size else f"more than {written:,} bytes"
-    return UserError(f"no space left in {folder}: writing {path.name} needs {needs}, {free}; "
-                     "free space there or choose another output folder")
+    return OutputError(f"no space left in {folder}: writing {path.name} needs {needs}, {free}; "
+                       "free space there or choose another output folder", errno.ENOSPC)
 
 
 def write_problem(path: str | Path) -> str | None:

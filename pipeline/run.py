@@ -50,9 +50,9 @@ def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwri
     out_dirs = {c: experiment / dataset / c for c in categories}
     for out_dir in out_dirs.values():
         shown = utf8_problem(str(out_dir))
-        if shown is not None:
-            raise UserError(f"--experiment {shown}: results.csv holds the output folder as UTF-8 text, and this "
-                            "name is not; pass a UTF-8 --experiment (or rename the category's folder)")
+        if shown is not None:  # the report holds it as text: refused before the fit, not after it
+            flag = "--experiment" if utf8_problem(str(experiment)) else "the category"
+            raise UserError(f"{flag} in {shown} is not UTF-8 text, which results.csv holds; pass a UTF-8 name")
         for note in outputs.clean_stale(out_dir):
             print(f"warning: {note}", file=sys.stderr)
         if outputs.holds_results(out_dir) and not overwrite:

@@ -165,8 +165,10 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_the_bytes(root, tmp_path)
 def test_torch_save_on_a_full_disk_and_summarize_out_are_one_line(tmp_path, monkeypatch):
     with mounted(tmp_path / "tiny", "size=256k") as tiny:
         # torch.save reports a full disk as a RuntimeError without errno: model.pt, in its background thread
-        with pytest.raises(UserError, match=rf"no space left in {tiny}: writing model.pt needs more than [\d,]+ bytes"):
+        with pytest.raises(UserError, match=rf"no space left in {tiny}: writing model.pt needs more than [\d,]+ bytes"
+                           ) as error:
             atomic_write(tiny / "model.pt", lambda tmp: torch.save({"a": torch.zeros(200_000)}, tmp))
+        assert isinstance(error.value, OSError) and error.value.errno == errno.ENOSPC  # the cache goes on without
         assert os.listdir(tiny) == []
         (tiny / "filler").write_bytes(b"x" * 250_000)
         report = tmp_path / "results.csv"
