@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,6 +23,15 @@ class UserError(Exception):
     """Bad input the user can fix. Entry points print its one-line message and exit with 2."""
 
 
+class OutputError(UserError, OSError):
+    """An output that could not be written (a full disk, a read-only folder), in one line. Still an OSError
+    with its errno, for callers that go on without the file (the decode cache)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+
 def one_line(error: BaseException) -> str:
     """The user-facing line of an error, also when a DataLoader worker re-raised it with a traceback."""
     text = str(error).strip()
@@ -32,23 +42,118 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], None], size: int | None = None) -> None:
     """Call write(tmp_path) on a temp file beside `path`, then rename it into place.
 
-    A crash leaves either the old file or none, never a half-written one.
+    A crash leaves either the old file or none, never a half-written one. A full disk or a folder that
+    cannot be written becomes an OutputError naming the folder (`size`: the bytes the file will take, if
+    known).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp, written, refused = None, 0, None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it owner-only; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        written = _size_of(tmp)
+        full = isinstance(error, Exception) and _is_full(error, path.parent)  # judged before the temp file goes
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        if full:
+            refused = errno.ENOSPC
+        elif isinstance(error, OSError) and not isinstance(error, UserError) and error.errno in _WRITE_ERRORS:
+            refused = error.errno
+        else:
+            raise
+    if refused is None:
+        return
+    # Raised out here, where the failed write's frames are gone: torch.save keeps its file open in them,
+    # and the space of the removed temp file comes back only once it is closed.
+    if refused == errno.ENOSPC:
+        raise no_space(path, size, written)
+    raise OutputError(os_error_line(OSError(refused, os.strerror(refused), str(path))), refused)
+
+
+def _size_of(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path is not None else 0
+    except OSError:
+        return 0
+
+
+def _is_full(error: Exception, folder: Path) -> bool:
+    """Whether a failed write ran out of space. torch.save reports a full disk as a RuntimeError with no
+    errno ("unexpected pos"), so a failure on a device with (next to) nothing left counts as one too."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    if not isinstance(error, RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(_existing(folder)).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _shown_folder(folder: Path) -> Path:
+    # A hidden folder is a staging folder that is removed on the way out: name the one the user chose.
+    while folder.name.startswith(".") and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def no_space(path: str | Path, size: int | None, written: int = 0) -> OutputError:
+    """The one line for a file that did not fit: the folder, what the file needs and what is free."""
+    path = Path(path)
+    folder = _shown_folder(path.parent)
+    try:
+        free = f"{shutil.disk_usage(_existing(folder)).free:,} free"
+    except OSError:
+        free = "free space unknown"
+    needs = f"about {size:,} bytes" if size else f"more than {written:,} bytes"
+    return OutputError(f"no space left in {folder}: writing {path.name} needs {needs}, {free}; "
+                       "free space there or choose another output folder", errno.ENOSPC)
+
+
+def write_problem(path: str | Path) -> str | None:
+    """Why `path` (a file, or a folder to write into) could not be written, or None.
+
+    Checked before any work is done; where the path does not exist yet, its nearest existing parent is
+    checked. A read-only mount stops root too (access(2) answers EROFS), which is what a test can rely on.
+    """
+    path = Path(path)
+    existing = _existing(path)
+    if existing != path and not existing.is_dir():
+        return f"{existing} is not a folder"
+    mode = os.W_OK | os.X_OK if existing.is_dir() else os.W_OK
+    if os.access(existing, mode):
+        return None
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable for this user"
+
+
+def utf8_problem(text: str) -> str | None:
+    """None for text a UTF-8 file can hold; else the text as shown (a file name in another encoding)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return None
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -82,11 +187,20 @@ def csv_cell(value: object) -> str:
     """A value as a CSV cell that no spreadsheet evaluates (OWASP's rule: a leading quote).
 
     Numbers are written by the callers as plain digits, so a negative number ("-0.5") is kept as it is.
+    Text that already starts with quotes before such a character gets one more, so `csv_text` can
+    give back exactly what was written.
     """
     text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_START) and not _is_number(text):
-        return "'" + text
-    return text
+    return "'" + text if _is_formula(text.lstrip("'")) else text
+
+
+def csv_text(cell: str) -> str:
+    """The value a `csv_cell` cell was made from."""
+    return cell[1:] if cell.startswith("'") and _is_formula(cell.lstrip("'")) else cell
+
+
+def _is_formula(text: str) -> bool:
+    return text.startswith(_FORMULA_START) and not _is_number(text)
 
 
 def _is_number(text: str) -> bool:
@@ -111,6 +225,7 @@ _WRITE_ERRORS = {
     errno.EPERM: "operation not permitted",
     errno.ENAMETOOLONG: "file name too long",
 }
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def os_error_line(error: OSError) -> str | None:

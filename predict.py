@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         check_names(staging, names, paths)
         rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args)
         write_csv(staging / CSV_NAME, rows)
-        outputs.commit(staging, out, args.overwrite, elsewhere="another --out")
+        outputs.commit(staging, out, args.overwrite, elsewhere="another --out", owned=None)
     except OSError as error:
         outputs.discard(staging)
         if os_error_line(error) is None:

@@ -9,27 +9,27 @@ A category folder `<experiment>/<dataset>/<category>/` holds:
 - `model.pt`: the fitted model (models/semi_ortho.py owns that format).
 
 `results.csv` (or `--report`) gets one row per category (`CSV_COLUMNS`) and a `mean` row after a
-multi-category run. Appending takes an exclusive lock, so processes and machines that share the
-folder can append to one report without losing rows.
+multi-category run. Appending takes an exclusive lock on the file itself, so processes and machines
+that share the folder can append to one report without losing rows. Every cell goes through
+`common.csv_cell` (no spreadsheet runs one as a formula); `read_rows` gives back the original text.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common import UserError, atomic_write, write_json
+from common import UserError, atomic_write, csv_cell, csv_text, no_space, utf8_problem, write_json, write_problem
 
 METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "paper_ap")
 CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "n_train",
@@ -37,6 +37,8 @@ CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
 MODEL_FILE = "model.pt"
+REPORT_FILE = "report.pdf"  # the visualizer's, written into a category folder; no run writes it
+RESULT_FILES = (MODEL_FILE, SCORES_FILE, METRICS_FILE)  # what a run writes; --overwrite replaces these only
 
 
 @dataclass
@@ -64,7 +66,7 @@ def write_scores(path: str | Path, scores: Scores) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    atomic_write(path, write)
+    atomic_write(path, write, size=sum(a.nbytes for a in arrays.values()))  # uncompressed: about the arrays
 
 
 def read_scores(path: str | Path) -> Scores:
@@ -125,48 +127,99 @@ def check_report(report: str | Path) -> None:
         raise UserError(f"--report {report} is a folder; pass a CSV file path")
     if report.exists():
         try:
-            header = report.read_text().splitlines()[:1]
+            header = report.read_text(encoding="utf-8").splitlines()[:1]
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"--report {report} cannot be read ({e}); pass another --report") from None
         if header and header[0].split(",") != list(CSV_COLUMNS):
             raise UserError(f"--report {report} has other columns than this version writes; pass another --report")
-    elif report.parent.exists() and not report.parent.is_dir():
-        raise UserError(f"--report {report}: {report.parent} is not a folder")
+    problem = write_problem(report)
+    if problem is not None:
+        raise UserError(f"--report {report} cannot be written: {problem}; pass another --report")
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive POSIX lock on `path`.lock, held across processes (and NFS clients with lockd)."""
+def _open_locked(report: Path) -> tuple[int, bool]:
+    """The report opened for appending under an exclusive POSIX lock on the file itself (processes and NFS
+    clients with lockd), and whether this call created it. No lock file is left beside it. A file that was
+    replaced or removed while we waited for the lock is opened again."""
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    report.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        created = False
+        try:
+            fd = os.open(report, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            try:
+                fd = os.open(report, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            created = True
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            current = os.stat(report)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return fd, created
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _csv_lines(rows: list[dict[str, str]], header: bool) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({key: csv_cell(row.get(key, "")) for key in CSV_COLUMNS})
+    text = buffer.getvalue()
+    shown = utf8_problem(text)
+    if shown is not None:
+        raise UserError(f"cannot write a results row holding a name that is not UTF-8 text: {shown.strip()}")
+    return text.encode("utf-8")
 
 
 def append_rows(report: str | Path, rows: list[dict[str, str]]) -> None:
     """Appends rows to the results CSV, writing the header into a new or empty file.
 
-    The read-check-append runs under an exclusive lock, and the rows go out in one write, so
-    concurrent appenders never lose each other's rows.
+    The read-check-append runs under an exclusive lock and the rows go out in one write, so concurrent
+    appenders never lose each other's rows; a last line without its newline (an editor strips it) gets
+    one first. A failed write leaves the file as it was (a new file is removed), and says why in one line.
     """
     report = Path(report)
-    with locked(report):
+    body = _csv_lines(rows, header=False)  # an unwritable cell is refused before the file is touched
+    try:
+        fd, created = _open_locked(report)
+    except OSError as e:
+        raise UserError(f"--report {report} cannot be opened for appending: {e.strerror}; pass another --report") \
+            from None
+    try:
         check_report(report)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        if not report.exists() or report.stat().st_size == 0:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_COLUMNS})
-        with open(report, "a") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        size = os.fstat(fd).st_size
+        if size == 0:
+            data = _csv_lines([], header=True) + body
+        else:
+            data = (b"" if os.pread(fd, 1, size - 1) == b"\n" else b"\n") + body
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as error:
+            os.ftruncate(fd, size)  # never half a row: the next append would glue onto it
+            if created and size == 0:
+                os.unlink(report)  # safe: a waiting appender sees the file gone and creates it again
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space(report, len(data)) from None
+            if isinstance(error, OSError):
+                raise UserError(f"--report {report} cannot be written: {error.strerror}; pass another --report") \
+                    from None
+            raise
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def number(cell: str | None) -> float | None:
@@ -179,19 +232,26 @@ def number(cell: str | None) -> float | None:
 
 
 def read_rows(report: str | Path) -> list[dict[str, str]]:
+    """The rows of a results CSV, each cell as it was before `csv_cell` escaped it."""
     report = Path(report)
     if not report.is_file():
         raise UserError(f"no results file {report}; pass the results.csv that train.py wrote")
-    with open(report, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(report, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{report} is not a results CSV ({e}); pass the results.csv that train.py wrote") from None
+    except OSError as e:
+        raise UserError(f"cannot read {report}: {e.strerror}; pass the results.csv that train.py wrote") from None
+    return [{key: csv_text(value) if isinstance(value, str) else value for key, value in row.items()}
+            for row in rows]
 
 
 def write_rows(path: str | Path, rows: list[dict[str, str]]) -> None:
     """A whole results CSV, atomically (for tools that build one)."""
+    data = _csv_lines(rows, header=True)
+
     def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({key: row.get(key, "") for key in CSV_COLUMNS})
-    atomic_write(path, write)
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, write, size=len(data))

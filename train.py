@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import results
-from common import UserError, run_cli
+from common import UserError, run_cli, utf8_problem
 from datasets import MODULES, NEEDS_ROOT, loader
 from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
@@ -168,6 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--experiment {args.experiment} is a file; pass a folder")
     if args.report is not None:
         results.check_report(args.report)
+    shown = utf8_problem(args.label)
+    if shown is not None:
+        raise UserError(f"--label {shown} is not UTF-8 text, which results.csv holds; pass a UTF-8 --label")
     args.cache = ImageCache.open(args.cache) if args.cache is not None else None
     return args
 
@@ -247,7 +250,7 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
     wanted = wanted_categories(args, root, data_opts)
     experiment = Path(args.experiment) if args.experiment else outputs.new_experiment()
     options = run_options(args, experiment)
-    out_dirs = claim_outputs(experiment, args.dataset, wanted, args.overwrite)
+    out_dirs = claim_outputs(experiment, args.dataset, wanted, args.overwrite, options.report)
     rank, world, device = init_from_environment(args.device != "cpu" and torch.cuda.is_available())
     device = device or resolve_device(args.device)
     torch.manual_seed(options.seed or 1111)
@@ -265,6 +268,19 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A failed run removes the folders it created and left empty (<experiment>/<dataset>/, the experiment).
+    created = outputs.absent(Path(args.experiment) / args.dataset if args.experiment else Path("runs"))
+    try:
+        if args.experiment is None:
+            args.experiment = str(outputs.new_experiment())
+            created += [Path(args.experiment), Path(args.experiment) / args.dataset]
+        return run(args)
+    except BaseException:
+        outputs.remove_empty(created)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
     options, plans, data, device, rank, world = planned_run(args)
     with progress.bars(len(plans), progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
         done = run_categories(options, plans, data, device, rank, world,

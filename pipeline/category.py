@@ -191,8 +191,8 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
 
 
 def finish(options: RunOptions, scored: Scored) -> CategoryResult:
-    """The CPU half: every metric, scores.npz and metrics.json staged, then the category committed and
-    its CSV row appended. On any error the staging folder goes and the previous results stay. Without
+    """The CPU half: every metric, scores.npz and metrics.json staged, then the CSV row appended and the
+    category committed. On any error the staging folder goes and the previous results stay. Without
     defective test images, metrics.json's metrics are empty (and so are the CSV row's metric cells)."""
     try:
         summary = summary_of(options, scored)
@@ -220,11 +220,15 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
         if scored.saved is not None:
             scored.saved.result()
         out_dir = scored.plan.out_dir
+        outputs.check_free(out_dir, options.overwrite)
+        # The row before the commit: a report that cannot take it then leaves nothing committed, so a rerun
+        # is not refused; a kill between the two leaves a row whose folder keeps the earlier results, and
+        # the rerun's row comes after it (tools/summarize.py keeps a category's last row).
+        results.append_rows(options.report, [results.csv_row(summary, out_dir)])
         outputs.commit(scored.staging, out_dir, options.overwrite)
     except BaseException:
         outputs.discard(scored.staging)
         raise
-    results.append_rows(options.report, [results.csv_row(summary, out_dir)])
     return CategoryResult(scored.plan.category, out_dir, summary)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common import UserError
+import results
+from common import UserError, utf8_problem, write_problem
 from datasets.base import SegmentedLoader
 from pipeline import outputs
 from pipeline.background import Background
@@ -37,14 +38,31 @@ def default_workers(device: torch.device) -> int:
     return 0 if cores <= 2 else 2
 
 
-def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwrite: bool) -> dict[str, Path]:
-    """Each category's folder, after removing what dead runs left there; refuses earlier results."""
+def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwrite: bool,
+                  report: Path | None = None) -> dict[str, Path]:
+    """Each category's folder, after removing what dead runs left there; refuses earlier results, an
+    experiment folder or report that cannot be written, and a folder name results.csv cannot hold."""
+    problem = write_problem(experiment)
+    if problem is not None:
+        raise UserError(f"--experiment {experiment} cannot be written: {problem}; pass another --experiment")
+    if report is not None:
+        results.check_report(report)
     out_dirs = {c: experiment / dataset / c for c in categories}
     for out_dir in out_dirs.values():
+        shown = utf8_problem(str(out_dir))
+        if shown is not None:  # the report holds it as text: refused before the fit, not after it
+            flag = "--experiment" if utf8_problem(str(experiment)) else "the category"
+            raise UserError(f"{flag} in {shown} is not UTF-8 text, which results.csv holds; pass a UTF-8 name")
         for note in outputs.clean_stale(out_dir):
             print(f"warning: {note}", file=sys.stderr)
         if outputs.holds_results(out_dir) and not overwrite:
             raise UserError(f"{out_dir} already holds results; pass --overwrite or another --experiment")
+        kept = outputs.foreign_files(out_dir) if overwrite else []
+        if kept:
+            stale = f" ({results.REPORT_FILE} shows the replaced results: run visualizer.py again)" \
+                if results.REPORT_FILE in kept else ""
+            print(f"warning: {out_dir} holds files train.py does not write ({', '.join(kept)}): --overwrite keeps "
+                  f"them beside the new results{stale}", file=sys.stderr)
     return out_dirs
 
 

@@ -47,12 +47,20 @@ def check_against_scores(row: dict, n_defective: int) -> None:
 # ------------------------------------------------------------------------------------------ find_up / setup
 
 def test_find_up_and_setup(tmp_path):
-    (tmp_path / "data" / "x" / "MVTec_AD").mkdir(parents=True)
-    (tmp_path / "data" / "x" / "MVTec_AD_old").mkdir()
+    (tmp_path / "MVTec_AD").mkdir()
+    (tmp_path / "MVTec_AD_old").mkdir()
     deep = tmp_path / "work" / "a" / "b"
     deep.mkdir(parents=True)
+    (tmp_path / "work" / "other" / "x" / "MVTec_AD").mkdir(parents=True)  # a parent's other subtree: not searched
+    (tmp_path / "work" / "KolektorSDD2" / "KolektorSDD").mkdir(parents=True)
     found = run([SCRIPT / "find_up.sh", "MVTec_AD"], cwd=deep)
-    assert found.returncode == 0 and found.stdout.strip() == str((tmp_path / "data" / "x" / "MVTec_AD").resolve())
+    chosen = str((tmp_path / "MVTec_AD").resolve())
+    assert found.returncode == 0 and found.stdout == chosen + "\n", found.stdout
+    assert found.stderr == f"find_up.sh: using {chosen}\n"  # says which folder it chose
+    assert run([SCRIPT / "find_up.sh", "KolektorSDD"], cwd=deep).returncode == 1
+    (deep / "c" / "d" / "KolektorSDD").mkdir(parents=True)  # below the current folder: searched 3 levels deep
+    below = run([SCRIPT / "find_up.sh", "KolektorSDD"], cwd=deep)
+    assert below.stdout == str((deep / "c" / "d" / "KolektorSDD").resolve()) + "\n"
     assert run([SCRIPT / "find_up.sh", "NoSuchDataset_xyz"], cwd=deep).returncode == 1
     shell = f'source "{SCRIPT}/setup.sh" MVTec_AD && echo "DATA=<$DATA>"'
     sourced = run(["bash", "-c", shell], cwd=deep)

@@ -25,7 +25,7 @@ from pathlib import Path
 import _root  # noqa: F401
 import paper_table
 
-from common import UserError, atomic_write, run_cli
+from common import UserError, atomic_write, run_cli, write_problem
 from results import METRICS, number, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                              "with the difference")
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metric)
+    if args.out is not None:  # before reading anything: a table that cannot be written is refused up front
+        problem = f"{args.out} is a folder" if args.out.is_dir() else write_problem(args.out)
+        if problem is not None:
+            raise UserError(f"--out {args.out} cannot be written: {problem}; pass another --out")
     rows = category_rows(args.results, metrics if args.metric else None)
     if not args.metric:  # every metric this file has
         metrics = [m for m in metrics if not rows or m in rows[0]]
@@ -181,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.results} has no result rows; run train.py first")
     text = paper_table.compare(rows, paper_table.load_figures()) if args.paper else summarize(rows, metrics)
     if args.out:
+        data = text.encode("utf-8")
+
         def write(tmp: str) -> None:
-            Path(tmp).write_text(text)
-        atomic_write(args.out, write)
+            Path(tmp).write_bytes(data)
+        atomic_write(args.out, write, size=len(data))
     sys.stdout.write(text)
     return 0
 
