@@ -28,9 +28,10 @@ from models.model_file import config_from_state
 FORMAT = "semiortho-onnx"
 PROTOBUF_LIMIT = 2 * 1024 ** 3  # one ONNX protobuf cannot exceed 2 GB; beyond, weights go to <file>.data
 INSTALL = "pip install -r requirements-export.txt"
-# requirements-export.txt's floors: the oldest torch whose exporter writes our graph, the oldest
-# onnxruntime that loads what it writes (IR version 10, opset 20); tests/test_versions.py keeps them equal
-TORCH_FLOOR = (2, 6)
+# requirements-export.txt's floors: the oldest torch tested whose exporter writes our graph (2.6 fails on
+# the dynamic batch), the oldest onnxruntime that loads what it writes (IR version 10, opset 20);
+# tests/test_versions.py keeps them equal
+TORCH_FLOOR = (2, 14)
 ONNXRUNTIME_FLOOR = (1, 18)
 
 
