@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from dataclasses import asdict
@@ -27,7 +28,12 @@ from models.model_file import config_from_state
 
 FORMAT = "semiortho-onnx"
 PROTOBUF_LIMIT = 2 * 1024 ** 3  # one ONNX protobuf cannot exceed 2 GB; beyond, weights go to <file>.data
-INSTALL = "pip install onnx onnxruntime onnxscript"
+INSTALL = "pip install -r requirements-export.txt"
+# requirements-export.txt's floors: the oldest torch tested whose exporter writes our graph (2.6 fails on
+# the dynamic batch), the oldest onnxruntime that loads what it writes (IR version 10, opset 20);
+# tests/test_versions.py keeps them equal
+TORCH_FLOOR = (2, 14)
+ONNXRUNTIME_FLOOR = (1, 18)
 
 
 def metadata(model) -> dict[str, str]:
@@ -51,6 +57,7 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
         import onnxscript  # noqa: F401  # torch.onnx's exporter needs it; fail with the install line first
     except ImportError:
         raise UserError(f"exporting to ONNX needs onnx and onnxscript: {INSTALL}") from None
+    check_torch_exports()
     from models.semi_ortho import SemiOrthogonal
     from pipeline import outputs
 
@@ -132,6 +139,30 @@ def metadata_json(path: Path, props: dict[str, str], key: str, default: object =
     return value
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+def check_torch_exports(version: str = torch.__version__) -> None:
+    """UserError unless this torch has the exporter tools/export.py uses (torch.onnx dynamo, Dim)."""
+    if _version(version) < TORCH_FLOOR:
+        floor = ".".join(map(str, TORCH_FLOOR))
+        raise UserError(f"exporting to ONNX needs torch >= {floor} (this is {version}): {INSTALL}")
+
+
+def load_error(path: Path, error: Exception, runtime: str) -> UserError:
+    """The one line for a model onnxruntime `runtime` would not open: which onnxruntime it needs when
+    the installed one is older than what tools/export.py writes, else an unreadable file."""
+    floor = ".".join(map(str, ONNXRUNTIME_FLOOR))
+    if _version(runtime) < ONNXRUNTIME_FLOOR:
+        return UserError(f"{path}: onnxruntime {runtime} cannot load the models tools/export.py writes; "
+                         f"they need onnxruntime >= {floor}: pip install -U 'onnxruntime>={floor}'")
+    if re.search(r"IR version|opset", str(error), re.IGNORECASE):  # written by a newer exporter
+        return UserError(f"{path} needs a newer onnxruntime than {runtime} (its IR version or opset is newer): "
+                         f"pip install -U onnxruntime")
+    return UserError(f"{path} is not a readable ONNX model ({type(error).__name__}); export it again")
+
+
 class OnnxScorer:
     """The part of SemiOrthogonal predict.py uses (config, thresholds, predict), run by onnxruntime."""
 
@@ -150,7 +181,7 @@ class OnnxScorer:
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as e:
-            raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again") from None
+            raise load_error(path, e, onnxruntime.__version__) from None
         props = self.session.get_modelmeta().custom_metadata_map
         if props.get("format") != FORMAT:
             raise UserError(f"{path} is not a semi-orthogonal model written by tools/export.py")

@@ -7,6 +7,9 @@ import numpy as np
 
 from .inputs import as_maps_and_masks, check_fpr_limit, label_regions
 
+# numpy 2.0 renamed trapz to trapezoid and 2.4 removed trapz; requirements.txt allows both sides
+trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 
 def pro_curve(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3,
               sorted_negatives: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +76,7 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3,
         step = (fpr_limit - fpr[-2]) / (fpr[-1] - fpr[-2])
         pro[-1] = pro[-2] + step * (pro[-1] - pro[-2])
         fpr[-1] = fpr_limit
-    return float(np.trapezoid(pro, fpr) / fpr_limit)
+    return float(trapezoid(pro, fpr) / fpr_limit)
 
 
 def _needed_of_sorted(negatives: np.ndarray, fpr_limit: float) -> tuple[np.ndarray, float]:

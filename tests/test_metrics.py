@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from metrics import aupro, evaluate, image_auroc, paper_pro, paper_roc, pixel_auroc, pro_curve
+from metrics.pro import trapezoid  # np.trapezoid on numpy >= 2, np.trapz before
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -43,10 +44,10 @@ def slow_aupro(maps, masks, fpr_limit):
     fpr, pro = slow_pro_curve(maps, masks)
     past = np.flatnonzero(fpr > fpr_limit)
     if past.size == 0:
-        return np.trapezoid(pro, fpr) / fpr_limit
+        return trapezoid(pro, fpr) / fpr_limit
     i = past[0]
     at_limit = np.interp(fpr_limit, fpr[i - 1:i + 1], pro[i - 1:i + 1])
-    return np.trapezoid(np.append(pro[:i], at_limit), np.append(fpr[:i], fpr_limit)) / fpr_limit
+    return trapezoid(np.append(pro[:i], at_limit), np.append(fpr[:i], fpr_limit)) / fpr_limit
 
 
 def slow_paper(maps, masks, fpr_limit, num_thresholds, y):

@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 import metrics
+from metrics.pro import trapezoid  # np.trapezoid on numpy >= 2, np.trapz before
 from report.curves import bin_index, binned_curves, finite_range, image_roc, pro_curve_for_drawing, pro_points
 
 
@@ -50,13 +51,13 @@ def test_drawn_pro_curve_is_metrics_pro_curve():
     # its area, interpolated at the limit as AU-PRO is, is metrics' AU-PRO
     step = (limit - fpr[-2]) / (fpr[-1] - fpr[-2])
     at_limit = pro[-2] + step * (pro[-1] - pro[-2])
-    area = np.trapezoid(np.r_[pro[:-1], at_limit], np.r_[fpr[:-1], limit]) / limit
+    area = trapezoid(np.r_[pro[:-1], at_limit], np.r_[fpr[:-1], limit]) / limit
     assert area == pytest.approx(metrics.aupro(maps, masks, limit), abs=1e-12)
     # the drawn curve is those points resampled on [0, limit]; its area stays within the resampling error
     grid, drawn, _ = pro_curve_for_drawing(maps, masks, limit, binned)
     assert grid[0] == 0 and grid[-1] == limit
     np.testing.assert_allclose(drawn, np.interp(grid, exact_fpr, exact_pro), rtol=0, atol=1e-12)
-    assert np.trapezoid(drawn, grid) / limit == pytest.approx(metrics.aupro(maps, masks, limit), abs=1e-3)
+    assert trapezoid(drawn, grid) / limit == pytest.approx(metrics.aupro(maps, masks, limit), abs=1e-3)
 
 
 def test_pro_curve_falls_back_to_binned_on_nan():
@@ -73,10 +74,10 @@ def test_binned_curves_are_metrics_of_binned_scores():
     bins = 60
     curves = binned_curves(maps, masks, bins=bins)
     binned_maps = bin_index(maps, *finite_range(maps), bins).astype(np.float64)
-    roc_area = np.trapezoid(curves["tpr"], curves["fpr"])
+    roc_area = trapezoid(curves["tpr"], curves["fpr"])
     assert roc_area == pytest.approx(metrics.pixel_auroc(binned_maps, masks), abs=1e-12)
     assert roc_area == pytest.approx(metrics.pixel_auroc(maps, masks), abs=0.01)  # binning costs little
-    pro_area = np.trapezoid(curves["pro"], curves["fpr"])
+    pro_area = trapezoid(curves["pro"], curves["fpr"])
     assert pro_area == pytest.approx(metrics.aupro(binned_maps, masks, 1.0), abs=1e-12)
 
 
@@ -85,5 +86,5 @@ def test_image_roc_area_is_metrics_image_auroc():
     scores = np.array([0.1, 0.9, 0.4, 0.4, 0.7, 0.7, 0.2, 0.3, 0.4])  # ties across classes
     fpr, tpr = image_roc(labels, scores)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
-    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.image_auroc(scores, labels), abs=1e-12)
+    assert trapezoid(tpr, fpr) == pytest.approx(metrics.image_auroc(scores, labels), abs=1e-12)
     assert image_roc(np.zeros(3, int), scores[:3]) is None and image_roc(np.ones(3, int), scores[:3]) is None
