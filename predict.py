@@ -12,7 +12,7 @@ has one row per image: path, image_score, is_anomalous (image score above the im
 anomalous_area (fraction of pixels in the mask); it is UTF-8, a name's bytes that are not UTF-8 are
 written as \\xNN, and a cell a spreadsheet would run as a formula (=, +, -, @) starts with a quote.
 Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
-(tools/export.py) runs the same graph with onnxruntime instead of torch (pip install onnxruntime).
+(tools/export.py) runs the same graph with onnxruntime instead of torch (pip install -r requirements-export.txt).
 
 --out is written whole or not at all: the files go into a hidden folder beside it, which replaces
 --out only once every file is complete, so a failed, killed or concurrent run leaves no partial
