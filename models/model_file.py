@@ -58,7 +58,7 @@ def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
 
 def save_state(state: dict, path: str | Path) -> None:
     """Writes a model file atomically. Through a Python file object, so that a full disk or a read-only
-    folder is an OSError naming the file (torch's own writer makes it a RuntimeError without errno)."""
+    folder is the OSError itself (torch's own writer makes it a RuntimeError without errno)."""
     path = Path(path)
 
     def write(tmp: str) -> None:
@@ -72,12 +72,7 @@ def save_state(state: dict, path: str | Path) -> None:
                 if cause is None:
                     raise
                 raise cause from None
-    try:
-        atomic_write(path, write)
-    except OSError as error:
-        if error.filename is None or str(error.filename).endswith(".tmp"):
-            error.filename = str(path)  # the file the user named, not our temporary one
-        raise
+    atomic_write(path, write)  # a full disk or read-only folder: one line naming the folder
 
 
 def read_model_file(path: str | Path, mmap: bool = False) -> dict:

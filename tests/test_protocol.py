@@ -5,6 +5,7 @@ import csv
 import json
 import pickle
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -292,12 +293,14 @@ def test_train_stores_the_protocol_and_predict_decodes_with_it(mvtec_root, tmp_p
     assert not mapped[:, :53].any() and not mapped[:, 53 + 411:].any()  # only the centre square was seen
     assert (mapped[:, 54:53 + 410] > 0.99).all()
 
-    # --resume keeps the file's pipeline; another one is refused
-    train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(tmp_path / "r"),
+    # --resume keeps the file's pipeline; another one is refused (new images: the fitted ones would count twice)
+    more = tmp_path / "more"
+    shutil.copytree(mvtec_root, more)
+    train.main(["--dataroot", str(more), "--category", "odd", "--experiment", str(tmp_path / "r"),
                 "--resume", str(folder / "model.pt"), "--weights", "random", "--workers", "0"])
     assert json.loads((tmp_path / "r" / "mvtecad" / "odd" / "metrics.json").read_text())["protocol"] == "paper"
     with pytest.raises(UserError, match="fitted with --protocol paper, not standard"):
-        train.main(["--dataroot", str(mvtec_root), "--category", "odd", "--experiment", str(tmp_path / "s"),
+        train.main(["--dataroot", str(more), "--category", "odd", "--experiment", str(tmp_path / "s"),
                     "--resume", str(folder / "model.pt"), "--protocol", "standard", "--workers", "0"])
 
 

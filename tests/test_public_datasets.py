@@ -233,9 +233,9 @@ def sweep(script: str, cwd: Path, env: dict, *args: str) -> subprocess.Completed
 @pytest.mark.parametrize("script", sorted(SWEEPS))
 def test_sweep_finds_its_root_by_variable_or_name(script, tmp_path):
     dataset, variable, name = SWEEPS[script]
-    (tmp_path / "data" / name).mkdir(parents=True)
+    (tmp_path / name).mkdir(parents=True)  # beside the current folder: found among a parent's children
     (tmp_path / "work").mkdir()
-    for env, expected in (({variable: "/elsewhere"}, "/elsewhere"), ({}, str((tmp_path / "data" / name).resolve()))):
+    for env, expected in (({variable: "/elsewhere"}, "/elsewhere"), ({}, str((tmp_path / name).resolve()))):
         result = sweep(script, tmp_path / "work", {"PYTHON": "echo", **env}, "--k", "7")  # echo: the command alone
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[1:] == ["--dataset", dataset, "--dataroot", expected, "--category", "all",
