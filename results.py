@@ -170,7 +170,8 @@ def check_report(report: str | Path) -> tuple[str, ...]:
     if missing and (str(report.resolve()), missing) not in _WARNED:
         _WARNED.add((str(report.resolve()), missing))
         print(f"warning: --report {report} lacks this version's column(s) {', '.join(missing)} (an earlier version "
-              "wrote it): its new rows leave them out; pass another --report for every column", file=sys.stderr)
+              f"wrote it): new rows are appended without {'it' if len(missing) == 1 else 'them'}; pass another "
+              "--report to keep every column", file=sys.stderr)
     return columns
 
 

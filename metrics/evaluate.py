@@ -25,10 +25,10 @@ def evaluate(
     """{name: value} of every registry metric a run with --metric `headline` computes (or of `names`
     only), in registry order; nan where undefined.
 
-    paper_ap takes `fpr_limit` as its recall limit, as the authors' `--fpr` does. Each thread of the
-    registry runs in one thread of its own, its metrics in turn: the paper metrics share one count of
-    pixels above the protocol's thresholds, pixel_auroc and aupro one sort of the defect-free scores,
-    each timed with the first metric that needs it.
+    paper_ap takes `fpr_limit` as its recall limit, as the authors' `--fpr` does. The metrics of each
+    `Metric.thread` run in turn on a thread of their own (numpy's sorts and searches release the GIL):
+    the paper metrics share one count of pixels above the protocol's thresholds, pixel_auroc and aupro
+    one sort of the defect-free scores, each timed with the first metric that needs it.
 
     When `timings` is given, it receives the seconds each timed metric took, under the same keys.
     """
