@@ -1,17 +1,20 @@
 """The on-disk result format, in one place: what train.py writes per category and what the
-visualizer, tools/summarize.py and the tests read back.
+visualizer, tools/summarize.py, tools/benchmark.py and the tests read back. No other code writes these files.
 
 A category folder `<experiment>/<dataset>/<category>/` holds:
 
-- `metrics.json`: settings, the six metrics, thresholds and seconds per phase (`write_metrics`).
+- `metrics.json`: settings, the metrics (`metrics.registry`), thresholds and seconds per phase (`write_metrics`).
 - `scores.npz`: score maps (float16), masks, labels, image scores, defect names, image paths
   (`Scores`, `write_scores` / `read_scores`).
 - `model.pt`: the fitted model (models/semi_ortho.py owns that format).
 
 `results.csv` (or `--report`) gets one row per category (`CSV_COLUMNS`) and a `mean` row after a
-multi-category run. Appending takes an exclusive lock on the file itself, so processes and machines
-that share the folder can append to one report without losing rows. Every cell goes through
-`common.csv_cell` (no spreadsheet runs one as a formula); `read_rows` gives back the original text.
+multi-category run. Rows are read by column name, and appended in the file's own column order: a report
+written before a column existed takes new rows without it (one warning says which), so adding a metric
+never locks out older reports; a header with a column this version does not know is refused. Appending
+takes an exclusive lock on the file itself, so processes and machines that share the folder can append to
+one report without losing rows. Every cell goes through `common.csv_cell` (no spreadsheet runs one as a
+formula); `read_rows` gives back the original text.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import io
 import json
 import math
 import os
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -30,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from common import UserError, atomic_write, csv_cell, csv_text, no_space, utf8_problem, write_json, write_problem
+from metrics import registry
 
-METRICS = ("aupro", "pixel_auroc", "image_auroc", "paper_pro", "paper_roc", "paper_ap")
+METRICS = registry.CSV_NAMES  # the registry's metrics that results.csv has a column for
+IDENTIFYING = ("dataset", "category")  # what a report must have for its rows to mean anything
 CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "n_train",
                "n_val", "n_test", *METRICS, "seconds", "output", "protocol")
 METRICS_FILE = "metrics.json"
@@ -110,8 +116,10 @@ def csv_row(summary: dict[str, Any], output: str | Path) -> dict[str, str]:
 
 
 def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, float]]:
-    """The `mean` row after a multi-category run, and the means themselves."""
-    means = {m: float(np.mean([s["metrics"][m] for s in summaries])) for m in METRICS}
+    """The `mean` row after a multi-category run, and the means themselves: of every metric all the
+    summaries have, also those without a column (what the headline prints)."""
+    means = {m.name: float(np.mean([s["metrics"][m.name] for s in summaries])) for m in registry.REGISTRY
+             if all(m.name in s["metrics"] for s in summaries)}
     first = summaries[0]
     row = {"dataset": dataset, "category": "mean", "model": first["model"], "approx": first["approx"],
            "k": first["k"], "seed": first["seed"], "label": first.get("label", ""),
@@ -120,21 +128,51 @@ def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, s
     return {key: str(row.get(key, "")) for key in CSV_COLUMNS}, means
 
 
-def check_report(report: str | Path) -> None:
-    """Refuses a --report that cannot take our rows, before any work is done."""
+def report_columns(report: str | Path) -> tuple[str, ...] | None:
+    """The columns of an existing report, in its order; None for a new or empty file. Refuses a file
+    that cannot be read, one with a column this version does not write, and one without IDENTIFYING."""
+    report = Path(report)
+    try:
+        lines = report.read_text(encoding="utf-8").splitlines()[:1]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--report {report} cannot be read ({e}); pass another --report") from None
+    if not lines:
+        return None
+    columns = tuple(next(csv.reader(lines), []))
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if unknown or len(set(columns)) < len(columns):
+        named = f" ({', '.join(unknown)})" if unknown else " (a column twice)"
+        raise UserError(f"--report {report} has other columns than this version writes{named}; pass another --report")
+    lacking = [c for c in IDENTIFYING if c not in columns]
+    if lacking:
+        raise UserError(f"--report {report} has no {' or '.join(lacking)} column; pass another --report")
+    return columns
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # a run checks its report several times: one warning
+
+
+def check_report(report: str | Path) -> tuple[str, ...]:
+    """Refuses a --report that cannot take our rows, before any work is done; the columns rows go out
+    in (the file's own, or CSV_COLUMNS for a new file). Warns once when the file lacks some of ours."""
     report = Path(report)
     if report.is_dir():
         raise UserError(f"--report {report} is a folder; pass a CSV file path")
-    if report.exists():
-        try:
-            header = report.read_text(encoding="utf-8").splitlines()[:1]
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"--report {report} cannot be read ({e}); pass another --report") from None
-        if header and header[0].split(",") != list(CSV_COLUMNS):
-            raise UserError(f"--report {report} has other columns than this version writes; pass another --report")
+    columns = report_columns(report)
     problem = write_problem(report)
     if problem is not None:
         raise UserError(f"--report {report} cannot be written: {problem}; pass another --report")
+    if columns is None:
+        return CSV_COLUMNS
+    missing = tuple(c for c in CSV_COLUMNS if c not in columns)
+    if missing and (str(report.resolve()), missing) not in _WARNED:
+        _WARNED.add((str(report.resolve()), missing))
+        print(f"warning: --report {report} lacks this version's column(s) {', '.join(missing)} (an earlier version "
+              f"wrote it): new rows are appended without {'it' if len(missing) == 1 else 'them'}; pass another "
+              "--report to keep every column", file=sys.stderr)
+    return columns
 
 
 def _open_locked(report: Path) -> tuple[int, bool]:
@@ -168,13 +206,13 @@ def _open_locked(report: Path) -> tuple[int, bool]:
         os.close(fd)
 
 
-def _csv_lines(rows: list[dict[str, str]], header: bool) -> bytes:
+def _csv_lines(rows: list[dict[str, str]], header: bool, columns: tuple[str, ...] = CSV_COLUMNS) -> bytes:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({key: csv_cell(row.get(key, "")) for key in CSV_COLUMNS})
+        writer.writerow({key: csv_cell(row.get(key, "")) for key in columns})
     text = buffer.getvalue()
     shown = utf8_problem(text)
     if shown is not None:
@@ -183,7 +221,8 @@ def _csv_lines(rows: list[dict[str, str]], header: bool) -> bytes:
 
 
 def append_rows(report: str | Path, rows: list[dict[str, str]]) -> None:
-    """Appends rows to the results CSV, writing the header into a new or empty file.
+    """Appends rows to the results CSV in its own column order, writing this version's header into a new
+    or empty file.
 
     The read-check-append runs under an exclusive lock and the rows go out in one write, so concurrent
     appenders never lose each other's rows; a last line without its newline (an editor strips it) gets
@@ -197,11 +236,12 @@ def append_rows(report: str | Path, rows: list[dict[str, str]]) -> None:
         raise UserError(f"--report {report} cannot be opened for appending: {e.strerror}; pass another --report") \
             from None
     try:
-        check_report(report)
+        columns = check_report(report)
         size = os.fstat(fd).st_size
         if size == 0:
             data = _csv_lines([], header=True) + body
         else:
+            body = _csv_lines(rows, header=False, columns=columns)
             data = (b"" if os.pread(fd, 1, size - 1) == b"\n" else b"\n") + body
         try:
             view = memoryview(data)

@@ -19,6 +19,7 @@ from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
+from metrics.registry import HEADLINES, headline_line
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
 from models.backbone import ALL_LAYERS, check_layers
 from models.distributed import init_from_environment
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--fpr", type=float, default=0.3,
                      help="FPR limit of the PRO integral; recall limit of paper_ap (default 0.3)")
-    run.add_argument("--metric", choices=["auproc", "auroc", "ap", "fpr"], default="auproc",
+    run.add_argument("--metric", choices=HEADLINES, default="auproc",
                      help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
                           "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
                           "itself up to --fpr: it measures the threshold grid, not the model)")
@@ -214,14 +215,7 @@ def headline(category: str, metrics: dict, metric: str) -> str:
         return f"{category}: no defective test images: no metrics (model and thresholds written)"
     if metrics["pixel_auroc"] != metrics["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
         return f"{category}: DET AUROC {metrics['image_auroc']:.4f} (no masks: no pixel metrics)"
-    if metric == "ap":
-        return f"{category}: SEG AP {metrics['paper_ap']:.4f} (paper protocol, recall <= --fpr)"
-    if metric == "fpr":
-        return f"{category}: SEG FPR {metrics.get('paper_fpr', float('nan')):.4f} (paper protocol, FPR vs FPR)"
-    if metric == "auproc":
-        return f"{category}: SEG AUPROC {metrics['aupro']:.4f} (paper protocol {metrics['paper_pro']:.4f})"
-    return (f"{category}: SEG AUROC {metrics['pixel_auroc']:.4f} (paper protocol {metrics['paper_roc']:.4f})"
-            f"  DET AUROC {metrics['image_auroc']:.4f}")
+    return f"{category}: {headline_line(metrics, metric)}"
 
 
 def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOptions) -> list[str]:
@@ -292,8 +286,6 @@ def run(args: argparse.Namespace) -> int:
     measured = [r.summary for r in done if r.metrics]
     if len(measured) > 1:
         row, means = results.mean_row(args.dataset, measured)
-        if args.metric == "fpr":
-            means["paper_fpr"] = sum(s["metrics"]["paper_fpr"] for s in measured) / len(measured)
         results.append_rows(options.report, [row])
         print(headline("mean", means, args.metric))
     print(f"results: {options.report}")

@@ -1,8 +1,16 @@
-"""Input checks and ground-truth regions shared by every metric."""
+"""Input checks, ground-truth regions and the work several metrics share."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
-from scipy import ndimage
+
+if TYPE_CHECKING:
+    from .paper import PaperCounts
+
+T = TypeVar("T")
 
 
 def as_maps_and_masks(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +35,8 @@ def check_fpr_limit(fpr_limit: float) -> None:
 def label_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8-connected components of each mask: labels (N, H, W), 0 = defect-free, regions numbered
     1..R across all masks; and the image index of each region, (R,)."""
+    from scipy import ndimage  # half a second to import: results.py reads the registry without it
+
     labels = np.zeros(masks.shape, np.int32)
     counts = np.zeros(len(masks), np.intp)
     eight = np.ones((3, 3), bool)
@@ -36,3 +46,40 @@ def label_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.add(labels[i], offset, out=labels[i], where=labels[i] > 0)
         offset += counts[i]
     return labels, np.repeat(np.arange(len(masks)), counts)
+
+
+class MetricInputs:
+    """One evaluation's score maps, masks, image scores and labels, checked once, and the work that
+    several metrics share (the sorted defect-free scores, the protocol's counts), computed by the first
+    metric that asks and kept for the others. Metrics on different threads may ask at once: each piece
+    is computed once, under its own lock."""
+
+    def __init__(self, maps: np.ndarray, masks: np.ndarray, image_scores: np.ndarray, labels: np.ndarray,
+                 fpr_limit: float, num_thresholds: int):
+        self.maps, self.masks = as_maps_and_masks(maps, masks)  # uint8 masks converted once, not per metric
+        self.image_scores, self.labels = image_scores, labels
+        self.fpr_limit, self.num_thresholds = fpr_limit, num_thresholds
+        self._kept: dict[str, object] = {}
+        self._locks = {"sorted_negatives": threading.Lock(), "counts": threading.Lock()}
+
+    def _once(self, key: str, make: Callable[[], T]) -> T:
+        with self._locks[key]:
+            if key not in self._kept:
+                self._kept[key] = make()
+            return self._kept[key]  # type: ignore[return-value]
+
+    @property
+    def sorted_negatives(self) -> np.ndarray:
+        """The defect-free pixels' scores, sorted ascending (pixel_auroc and aupro)."""
+        def make() -> np.ndarray:
+            negatives = self.maps[~self.masks]  # a copy: sorted in place
+            negatives.sort()
+            return negatives
+        return self._once("sorted_negatives", make)
+
+    @property
+    def counts(self) -> PaperCounts:
+        """Pixels above each of the authors' thresholds, regions included: one pass for every paper metric."""
+        from .paper import PaperCounts  # paper.py imports this module
+
+        return self._once("counts", lambda: PaperCounts.of(self.maps, self.masks, self.num_thresholds, regions=True))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import metrics
 import results
 from common import UserError
 from datasets.base import SegmentedLoader
@@ -200,11 +201,6 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
         t = time.perf_counter()
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
             summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
-            if options.metric == "fpr":  # the authors' --metric fpr, printed only: not one of results.METRICS
-                import metrics as metric_functions
-
-                summary["metrics"]["paper_fpr"] = metric_functions.paper_fpr(s.maps, s.masks, options.fpr,
-                                                                             options.nsamples)
         if options.verbose:
             print(f"{scored.plan.category}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
                   flush=True)
@@ -238,13 +234,15 @@ def no_mask(plan: Plan) -> np.ndarray:
 
 
 def evaluate(options: RunOptions, s: results.Scores, unmasked: np.ndarray, timings: dict) -> dict[str, float]:
-    """Every metric; a defective image without a mask counts for the image AUROC only (its all-zero
-    mask would call its defect pixels normal)."""
-    import metrics  # scipy-heavy; imported once it is needed
-
+    """Every metric --metric asks for; a defective image without a mask counts only for the metrics over
+    every image (`Metric.every_image`, as the image AUROC), as its all-zero mask would call its defect
+    pixels normal."""
     keep = ~unmasked if unmasked.any() else slice(None)  # a slice: no copy of the maps in the usual case
     found = metrics.evaluate(s.maps[keep], s.masks[keep], s.image_scores[keep], s.labels[keep],
-                             fpr_limit=options.fpr, num_thresholds=options.nsamples, timings=timings)
+                             fpr_limit=options.fpr, num_thresholds=options.nsamples, timings=timings,
+                             headline=options.metric)
     if unmasked.any():
-        found["image_auroc"] = metrics.image_auroc(s.image_scores, s.labels)
+        every = [m.name for m in metrics.REGISTRY if m.every_image and m.name in found]
+        found.update(metrics.evaluate(s.maps, s.masks, s.image_scores, s.labels, fpr_limit=options.fpr,
+                                      num_thresholds=options.nsamples, names=every))
     return found

@@ -83,8 +83,8 @@ def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader
 
     extractors: dict = {}
     with Background(limit=2) as saving, Background(limit=1) as finisher:
-        if rank == 0:  # scipy.ndimage takes half a second to import: meanwhile, not after the last category
-            finisher.submit(importlib.import_module, "metrics")
+        if rank == 0:  # the metrics' scipy.ndimage takes half a second to import: meanwhile, not after the last one
+            finisher.submit(importlib.import_module, "scipy.ndimage")
         for plan in plans:
             if device.type == "cpu":  # on the CPU, overlap would double the peak memory
                 report_finished()

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from metrics import registry
 from results import METRICS_FILE, SCORES_FILE
 
 from .curves import CURVE_POINTS, binned_curves, image_roc, pro_curve_for_drawing, resample_curve
@@ -54,20 +55,20 @@ def contents_pages(cats: list[Category], ckpt: Path, first_pages: list[int], pag
                    f"model {cats[0].info.get('model', '—')}",
                    "AU-PRO: MVTec definition, integrated up to each category's FPR limit and divided by it",
                    c + 1, pages)
-        columns = ["test (good/def.)", "image AUROC", "pixel AUROC", "AU-PRO", "page"]
+        shown = [m for m in registry.REGISTRY if m.contents is not None]
+        columns = ["test (good/def.)", *(m.contents for m in shown), "page"]
         rows = []
         for cat in chunk:
             m = cat.info.get("metrics", {})
             i = cats.index(cat)
             rows.append((cat.name, f"{cat.n} ({(cat.labels != 1).sum()}/{(cat.labels == 1).sum()})",
-                         fmt(m.get("image_auroc"), 3), fmt(m.get("pixel_auroc"), 3), fmt(m.get("aupro"), 3),
-                         str(first_pages[i])))
+                         *(fmt(m.get(metric.name), 3) for metric in shown), str(first_pages[i])))
         if c == len(chunks) - 1 and len(cats) > 1:
             def mean(key: str) -> str:
                 values = [cat.info.get("metrics", {}).get(key) for cat in cats]
                 values = [float(v) for v in values if v is not None]
                 return fmt(float(np.mean(values)), 3) if values else "—"
-            rows.append(("mean", "", mean("image_auroc"), mean("pixel_auroc"), mean("aupro"), ""))
+            rows.append(("mean", "", *(mean(metric.name) for metric in shown), ""))
         height = 0.22 * (len(rows) + 3.4)
         ax = inches(fig, 0.55, 1.0, 6.2, height)
         table_wide(ax, "Contents", rows, ["category", *columns], bold_last=len(rows) > len(chunk))
@@ -105,15 +106,9 @@ def summary_page(cat: Category, ckpt: Path, page_no: int, pages: int) -> Figure:
     n_good, n_bad = int((cat.labels != 1).sum()), int((cat.labels == 1).sum())
     fig = page(f"{title(cat)}: summary", run_line(info), footer(cat, ckpt), page_no, pages)
 
-    results = [
-        ("Image AUROC", fmt(m.get("image_auroc"))),
-        ("Pixel AUROC", fmt(m.get("pixel_auroc"))),
-        (f"AU-PRO (MVTec, FPR ≤ {limit:g})", fmt(m.get("aupro"))),
-        (f"PRO, paper's protocol (FPR ≤ {limit:g})", fmt(m.get("paper_pro"))),
-        ("Pixel ROC, paper's protocol", fmt(m.get("paper_roc"))),
-        (f"AP, paper's protocol (recall ≤ {limit:g})", fmt(m.get("paper_ap"))),
-        ("Pixel threshold (score >)", fmt(cat.threshold)),
-    ]
+    results = [(metric.report.format(limit=limit), fmt(m.get(metric.name))) for metric in registry.REGISTRY
+               if metric.report is not None]
+    results.append(("Pixel threshold (score >)", fmt(cat.threshold)))
     if cat.image_threshold is not None:
         results.append(("Image threshold (score >)", fmt(cat.image_threshold)))
     seconds = info.get("seconds") or {}

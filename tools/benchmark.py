@@ -32,6 +32,8 @@ from pathlib import Path
 import _root  # noqa: F401
 from benchmark_phases import machine, phases, table
 
+from results import METRICS_FILE, read_metrics
+
 REPO = _root.ROOT
 
 # MVTec AD's shape: train / test images, side in pixels, grayscale; each stood in for by a synthetic kind
@@ -242,8 +244,8 @@ def cost_table(root: Path, args: argparse.Namespace) -> list[dict]:
             exp = Path(tmp) / "exp"
             child = run_child(train_command(root, name, argparse.Namespace(**{**vars(args), "model": backbone,
                                                                               "k": k, "approx": approx}), exp))
-            seconds = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["seconds"]
-            scores = json.loads((exp / "mvtecad" / name / "metrics.json").read_text())["metrics"]
+            summary = read_metrics(exp / "mvtecad" / name / METRICS_FILE)
+            seconds, scores = summary["seconds"], summary["metrics"]
         row.update({"fit_s": seconds["fit"], "precision_s": seconds["precision"], "score_s": seconds["score"],
                     "end_to_end_s": child["seconds"], "peak_rss_mb": child["peak_rss_mb"], "aupro": scores["aupro"],
                     "paper_pro": scores["paper_pro"]})
@@ -274,8 +276,9 @@ def suite(root: Path, args: argparse.Namespace) -> dict:
             cold = end_to_end
             end_to_end = run_child(train_command(root, ",".join(MVTEC_SHAPE), args, exp, "--overwrite", **extra))
         outputs = {c: exp / "mvtecad" / c for c in MVTEC_SHAPE}
-        per_category = {c: json.loads((d / "metrics.json").read_text())["seconds"] for c, d in outputs.items()}
-        metrics = {c: json.loads((d / "metrics.json").read_text())["metrics"] for c, d in outputs.items()}
+        summaries = {c: read_metrics(d / METRICS_FILE) for c, d in outputs.items()}
+        per_category = {c: s["seconds"] for c, s in summaries.items()}
+        metrics = {c: s["metrics"] for c, s in summaries.items()}
     floor_run = run_child(floor_command(train_command(root, ",".join(MVTEC_SHAPE), args, root / "unused")))
     images = sum(n_train + n_test for n_train, n_test, *_ in shape.values())
     summary = {"images": images, "generate_s": generated, "end_to_end_s": end_to_end["seconds"],

@@ -64,10 +64,11 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     import numpy as np
     import torch
 
-    import metrics
-    from common import save_npz, write_json
+    import results
     from datasets.base import ImageDataset, SegmentedLoader
     from datasets.mvtec import load
+    from metrics.inputs import MetricInputs
+    from metrics.registry import computed_for
     from models import Config, SemiOrthogonal
     from pipeline.plan import split_validation
 
@@ -108,17 +109,13 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     masks = torch.cat([m for _, m in test_batches]).numpy()
     labels = np.array([s.label for s in test], dtype=np.int8)
     scores = maps.reshape(len(maps), -1).max(axis=1)
-    for name, fn in (("aupro", lambda: metrics.aupro(maps, masks, args.fpr)),
-                     ("pixel_auroc", lambda: metrics.pixel_auroc(maps, masks)),
-                     ("image_auroc", lambda: metrics.image_auroc(scores, labels)),
-                     ("paper_pro", lambda: metrics.paper_pro(maps, masks, args.fpr)),
-                     ("paper_roc", lambda: metrics.paper_roc(maps, masks)),
-                     ("paper_ap", lambda: metrics.paper_ap(maps, masks, args.fpr))):
-        with Phase(report, f"metric {name}", len(maps), device):
-            fn()
+    for metric in computed_for(None):  # each alone, its shared work included (train.py shares it)
+        inputs = MetricInputs(maps, masks, scores, labels, args.fpr, 1000)
+        with Phase(report, f"metric {metric.name}", len(maps), device):
+            metric.compute(inputs)
     with Phase(report, "write scores + metrics", len(maps), device):
-        save_npz(out / "scores.npz", maps=maps.astype(np.float16), masks=masks, labels=labels, image_scores=scores)
-        write_json(out / "metrics.json", {"phases": report})
+        results.write_scores(out / results.SCORES_FILE, results.Scores(maps, masks, labels, scores))
+        results.write_metrics(out / results.METRICS_FILE, {"phases": report})
     shutil.rmtree(out)
     return report
 

@@ -9,9 +9,10 @@ configuration: a table with one row per category and a `mean` row, one column pe
 (`kolektor`, categories fold0..2) also gets the seed's layout, one table per metric: Fold 1 | Fold 2 |
 Fold 3 | Avg (Std) | KolektorSDD2, where Std is the sample standard deviation (n - 1) over the folds
 and the KolektorSDD2 column takes the `kolektor2` row of the same model, approx, k and seed.
-Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of aupro,
-pixel_auroc, image_auroc, paper_pro, paper_roc, paper_ap (default: every one the CSV has; files written
-before paper_ap existed have five). Runs with different `--label` tags are different configurations.
+Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (repeatable) of the metric
+columns of results.csv (`results.METRICS`: the registry's, metrics/registry.py; default: every one the CSV
+has, as a file written before a metric existed lacks its column). Runs with different `--label` tags are
+different configurations.
 `--paper` prints instead the figures the paper publishes (tools/paper_results.json, with their source)
 beside this run's and the difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
 """
@@ -56,9 +57,11 @@ def std(values: list[float]) -> float | None:
 
 def category_rows(path: Path, metrics: list[str] | None = None) -> list[dict[str, str]]:
     """The per-category rows of a results CSV; the `mean` rows are left out, as they are recomputed.
-    `metrics`: the columns asked for (default: the original five, which every results.csv has)."""
+    `metrics`: the columns asked for (default: at least one of this version's metric columns)."""
     rows = read_rows(path)
-    missing = [c for c in ["dataset", "category", *(metrics or METRICS[:5])] if rows and c not in rows[0]]
+    missing = [c for c in ["dataset", "category", *(metrics or [])] if rows and c not in rows[0]]
+    if rows and not metrics and not any(m in rows[0] for m in METRICS):
+        missing.append(f"any metric ({', '.join(METRICS)})")
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; pass a results.csv written by train.py")
     return [row for row in rows if row.get("category") and row["category"] != "mean"]
