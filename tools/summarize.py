@@ -26,12 +26,11 @@ import _root  # noqa: F401
 import paper_table
 
 from common import UserError, atomic_write, run_cli, write_problem
+from datasets import specs
 from results import METRICS, number, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
-DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
-                  "mstc": "mSTC", "visa": "VisA", "mvtecad2": "MVTec AD 2", "btad": "BTAD", "mpdd": "MPDD",
-                  "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
+DATASET_TITLES = {s.name: s.title for s in specs()}  # each dataset module's title; tables in this order
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
                "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"]
 
