@@ -21,7 +21,7 @@ def specs() -> tuple[DatasetSpec, ...]:
     """Every dataset, in the order of their `order` (then name)."""
     found: dict[str, DatasetSpec] = {}
     for info in pkgutil.iter_modules(__path__):
-        folder = Path(__path__[0])
+        folder = Path(getattr(info.module_finder, "path", __path__[0]))
         source = folder / info.name / "__init__.py" if info.ispkg else folder / f"{info.name}.py"
         if not source.is_file() or not _DECLARES.search(source.read_text(encoding="utf-8")):
             continue
