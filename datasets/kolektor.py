@@ -174,7 +174,8 @@ def labelled(image: Path, mask: Path, what: str, paper_size: tuple[int, int] | N
     if paper_size is None:
         defect = has_defect(mask)
     else:
-        from datasets.transforms import check_mask_peaks, mask_peak, paper_mask  # torchvision: only under paper
+        # torchvision only when labelling under paper: the registry (summarize, run.sh) reads this module without it
+        from datasets.transforms import check_mask_peaks, mask_peak, paper_mask
 
         check_mask_peaks([(mask, mask_peak(mask, "kolektor"))], "kolektor")  # a 0/1 label would pass as good
         defect = bool(paper_mask(mask, "kolektor", paper_size).any())
