@@ -27,7 +27,7 @@ import numpy as np
 import torchvision.transforms as T
 
 from common import UserError
-from datasets import find, specs
+from datasets import find, spec, specs
 from datasets.geometry import centre_square
 from datasets.readers import read_image, read_mask
 from datasets.spec import PaperPipeline, Resize, Step
@@ -62,8 +62,9 @@ def check_protocol(dataset: str, protocol: str, image_size: tuple[int, int] | No
     if protocol == "paper" and pipeline is None:
         raise UserError(f"--protocol paper is the authors' pipeline of {', '.join(paper_datasets())}; "
                         f"--dataset {dataset} has --protocol standard only")
-    if protocol == "paper" and pipeline.square and image_size and image_size[0] != image_size[1]:
-        title = find(dataset).title
+    two_sizes = image_size is not None and image_size[0] != image_size[1]
+    if protocol == "paper" and pipeline is not None and pipeline.square and two_sizes:
+        title = spec(dataset).title
         raise UserError(f"--image-size {image_size[0]} {image_size[1]}: --protocol paper crops {title} images to "
                         f"a square ({pipeline.square}); pass one size or --protocol standard")
 
