@@ -37,7 +37,7 @@ from PIL import Image
 from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
 from datasets.listing import glob_files
-from datasets.transforms import PAPER_DATASETS, covered_box
+from datasets.transforms import covered_box, pipeline_of
 from models import SemiOrthogonal
 from pipeline import outputs, progress
 from pipeline.predict_files import (
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
                         "pass --threshold and --image-threshold")
     dataset_name = model.meta.get("dataset", "")
-    if model.config.protocol == "paper" and dataset_name not in PAPER_DATASETS:
+    if model.config.protocol == "paper" and pipeline_of(dataset_name) is None:
         raise UserError(f"{args.model} was fitted with --protocol paper but names no paper dataset "
                         f"({dataset_name or 'none'}); refit it with train.py")
     paths = find_images(args.input, out)

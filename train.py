@@ -14,11 +14,11 @@ import torch
 
 import results
 from common import UserError, run_cli, utf8_problem
-from datasets import MODULES, NEEDS_ROOT, loader
+from datasets import names, spec, specs
 from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
-from datasets.transforms import PROTOCOLS, check_protocol, default_protocol
+from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, paper_datasets
 from metrics.registry import HEADLINES, headline_line
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
 from models.backbone import ALL_LAYERS, check_layers
@@ -43,33 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--dataroot", default=None,
                       help="dataset folder (default: the DATA environment variable; synthetic: a cache folder)")
-    data.add_argument("--dataset", default=None, choices=list(MODULES),
+    data.add_argument("--dataset", default=None, choices=names(),
                       help="default mvtecad, or with --resume the dataset the model file was fitted on")
     data.add_argument("--category", default="all", help="a category, a comma-separated list, or all (default)")
-    data.add_argument("--fold", type=int, default=None, help="KolektorSDD fold 0..2 (default: all three)")
-    data.add_argument("--split-file", default=None,
-                      help="KolektorSDD split.pyb (default: <dataroot>-training-splits/split.pyb)")
-    data.add_argument("--scale", choices=["half", "full"], default="half", help="KolektorSDD input scale")
-    data.add_argument("--startidx", type=int, default=0, help="mSTC: test frames with index %% 5 == startidx")
-    data.add_argument("--train-frames", type=int, default=5000, help="mSTC: training frames sampled")
-    data.add_argument("--normal-dir", default=None, help="folder: the defect-free images (required)")
-    data.add_argument("--abnormal-dir", default=None,
-                      help="folder: defective test images (default: none; then fit and calibrate, no metrics)")
-    data.add_argument("--mask-dir", default=None,
-                      help="folder: masks of the abnormal images, named by the image's stem, with or without _mask")
-    data.add_argument("--normal-test-dir", default=None,
-                      help="folder: defect-free test images (default: hold out --normal-test-ratio of --normal-dir)")
-    data.add_argument("--normal-test-ratio", type=float, default=0.2,
-                      help="folder: seeded share of --normal-dir held out for testing, never fitted (default 0.2)")
-    data.add_argument("--allow-missing-masks", action="store_true",
-                      help="folder: abnormal images without a mask count for the image AUROC only")
+    for dataset in specs():  # each dataset adds its own flags
+        dataset.add_flags(data)
     data.add_argument("--image-size", type=int, nargs="+", default=None, metavar="S",
                       help="resize to S x S, or H W (default: the dataset's protocol, 256 for MVTec AD)")
     data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
                       help="centre crop after resizing, e.g. 224 for PaDiM's geometry (default: none)")
     data.add_argument("--protocol", choices=PROTOCOLS, default=None,
                       help="paper: the authors' transforms and splits, to compare with the paper's tables (default "
-                           "for mvtecad, kolektor, kolektor2, mstc); standard: one resize, nearest-neighbour masks "
+                           f"for {', '.join(paper_datasets())}); standard: one resize, nearest-neighbour masks "
                            "(default otherwise); see README")
     model = p.add_argument_group("model")
     model.add_argument("--model", "--arch", dest="model", default=None, choices=list(BACKBONES),
@@ -139,14 +124,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.protocol = default_protocol(args.dataset)
     if args.protocol is not None:
         check_protocol(args.dataset, args.protocol, args.image_size)
-    if args.dataroot is None and args.dataset in NEEDS_ROOT:
+    if args.dataroot is None and spec(args.dataset).needs_root:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
-    folder_flags = [f"--{name.replace('_', '-')}" for name in ("normal_dir", "abnormal_dir", "mask_dir",
-                                                                 "normal_test_dir") if getattr(args, name)]
-    if folder_flags and args.dataset != "folder":
-        raise UserError(f"{folder_flags[0]} is for --dataset folder; pass --dataset folder or drop it")
+    check_foreign_flags(args)
     check_float_flags(args)
     if args.nsamples < 1:
         raise UserError(f"--nsamples {args.nsamples} must be at least 1")
@@ -176,13 +158,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_foreign_flags(args: argparse.Namespace) -> None:
+    """Refuses a flag that only another dataset reads and would be silently ignored (--normal-dir ...)."""
+    for other in specs():
+        given = [f"--{name.replace('_', '-')}" for name in other.exclusive_flags if getattr(args, name)]
+        if given and other.name != args.dataset:
+            raise UserError(f"{given[0]} is for --dataset {other.name}; pass --dataset {other.name} or drop it")
+
+
 def resolve_resume(args: argparse.Namespace) -> None:
     """--dataset and --weights default to what the --resume file was fitted with (older files: mvtecad)."""
     if args.resume is None:
         args.dataset, args.weights = args.dataset or "mvtecad", args.weights or "imagenet"
     elif args.dataset is None:
         meta = read_model_file(args.resume, mmap=True).get("meta") or {}
-        args.dataset = meta.get("dataset") if meta.get("dataset") in MODULES else "mvtecad"
+        args.dataset = meta.get("dataset") if meta.get("dataset") in names() else "mvtecad"
 
 
 def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
@@ -196,18 +186,10 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:
-    return DataOptions(dataset=args.dataset, seed=1111 if args.seed is None else args.seed, fold=args.fold,
-                       split_file=Path(args.split_file) if args.split_file else None, scale=args.scale,
-                       startidx=args.startidx, train_frames=args.train_frames, protocol=args.protocol,
-                       image_size=args.image_size,
-                       normal_dir=optional_path(args.normal_dir), abnormal_dir=optional_path(args.abnormal_dir),
-                       mask_dir=optional_path(args.mask_dir), normal_test_dir=optional_path(args.normal_test_dir),
-                       normal_test_ratio=args.normal_test_ratio, allow_missing_masks=args.allow_missing_masks,
-                       name=args.category if args.dataset == "folder" and args.category != "all" else None)
-
-
-def optional_path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
+    """The options every dataset reads, extended by the chosen dataset with its own flags."""
+    common = DataOptions(dataset=args.dataset, seed=1111 if args.seed is None else args.seed,
+                         protocol=args.protocol, image_size=args.image_size)
+    return spec(args.dataset).options_from_args(args, common)
 
 
 def headline(category: str, metrics: dict, metric: str) -> str:
@@ -219,12 +201,13 @@ def headline(category: str, metrics: dict, metric: str) -> str:
 
 
 def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOptions) -> list[str]:
-    if args.dataset in NEEDS_ROOT:
+    dataset = spec(args.dataset)
+    if dataset.needs_root:
         if root is None:
             raise UserError(f"no dataset folder for --dataset {args.dataset}: pass --dataroot or set DATA")
         if not root.is_dir():
             raise UserError(f"--dataroot {root} is not a folder; pass the {args.dataset} dataset folder")
-    known = loader(args.dataset).categories(root, data)
+    known = dataset.categories(root, data)
     wanted = known if args.category == "all" else [c.strip() for c in args.category.split(",") if c.strip()]
     unknown = [c for c in wanted if c not in known]
     if unknown or not wanted:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import UserError
-from datasets.base import Sample, Splits, list_images
 from datasets.options import DataOptions
+from datasets.readers import list_images
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec
 
 
 def categories(root: Path, options: DataOptions) -> list[str]:
@@ -47,3 +49,7 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
                             "restore ground_truth/ko")
         test.append(Sample(image, masks[image.stem], 1, "ko"))
     return Splits(train=train, test=test)
+
+
+DATASET = DatasetSpec(name="btad", title="BTAD", categories=categories, load=load, order=6,
+                      env_var="BTAD_DATA", folder_name="BTech_Dataset_transformed")

@@ -14,14 +14,56 @@ relative to `--dataroot` when it is given. 256 x 256 unless `--image-size`.
 """
 from __future__ import annotations
 
+import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common import UserError
-from datasets.base import IMAGE_SUFFIXES, Sample, Splits, list_images
 from datasets.options import DataOptions
+from datasets.readers import IMAGE_SUFFIXES, list_images
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class FolderOptions(DataOptions):
+    """Its folders, relative to --dataroot when it is given."""
+    normal_dir: Path | None = None  # defect-free images (required)
+    abnormal_dir: Path | None = None  # defective images (None: fit and calibrate only, no metrics)
+    mask_dir: Path | None = None  # masks of the abnormal images, matched by stem (with or without _mask)
+    normal_test_dir: Path | None = None  # defect-free test images (None: hold out normal_test_ratio)
+    normal_test_ratio: float = 0.2  # seeded share of normal_dir held out for testing
+    allow_missing_masks: bool = False  # abnormal images without a mask: image-level metrics only
+    name: str | None = None  # the category's name (None: normal_dir's folder name)
+
+
+def add_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--normal-dir", default=None, help="folder: the defect-free images (required)")
+    group.add_argument("--abnormal-dir", default=None,
+                       help="folder: defective test images (default: none; then fit and calibrate, no metrics)")
+    group.add_argument("--mask-dir", default=None,
+                       help="folder: masks of the abnormal images, named by the image's stem, with or without _mask")
+    group.add_argument("--normal-test-dir", default=None,
+                       help="folder: defect-free test images (default: hold out --normal-test-ratio of --normal-dir)")
+    group.add_argument("--normal-test-ratio", type=float, default=0.2,
+                       help="folder: seeded share of --normal-dir held out for testing, never fitted (default 0.2)")
+    group.add_argument("--allow-missing-masks", action="store_true",
+                       help="folder: abnormal images without a mask count for the image AUROC only")
+
+
+def optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def options_from_args(args: argparse.Namespace, common: DataOptions) -> FolderOptions:
+    return FolderOptions(**vars(common), normal_dir=optional_path(args.normal_dir),
+                         abnormal_dir=optional_path(args.abnormal_dir), mask_dir=optional_path(args.mask_dir),
+                         normal_test_dir=optional_path(args.normal_test_dir),
+                         normal_test_ratio=args.normal_test_ratio, allow_missing_masks=args.allow_missing_masks,
+                         name=args.category if args.category != "all" else None)
 
 
 def resolve(root: Path | None, path: Path | None) -> Path | None:
@@ -44,7 +86,7 @@ def images(path: Path, flag: str) -> list[Path]:
     return listed
 
 
-def categories(root: Path | None, options: DataOptions) -> list[str]:
+def categories(root: Path | None, options: FolderOptions) -> list[str]:
     if options.normal_dir is None:
         raise UserError("--dataset folder needs --normal-dir, the folder of defect-free images")
     normal = folder(root, options.normal_dir, "--normal-dir", "defect-free images")
@@ -98,7 +140,7 @@ def abnormal_samples(abnormal: Path, mask_dir: Path | None, allow_missing: bool,
     return samples
 
 
-def load(root: Path | None, category: str, options: DataOptions) -> Splits:
+def load(root: Path | None, category: str, options: FolderOptions) -> Splits:
     normal_dir = folder(root, options.normal_dir, "--normal-dir", "defect-free images")
     abnormal = folder(root, options.abnormal_dir, "--abnormal-dir", "defective images")
     mask_dir = folder(root, options.mask_dir, "--mask-dir", "masks")
@@ -119,3 +161,9 @@ def load(root: Path | None, category: str, options: DataOptions) -> Splits:
         return Splits(train=train, test=[], val=held, notes=notes)
     test = held + abnormal_samples(abnormal, mask_dir, options.allow_missing_masks, notes)
     return Splits(train=train, test=test, notes=notes)
+
+
+# no --dataroot needed: the folders are given by flag (relative to --dataroot if one is)
+DATASET = DatasetSpec(name="folder", title="Image folders", categories=categories, load=load, order=8,
+                      needs_root=False, add_flags=add_flags, options_from_args=options_from_args,
+                      exclusive_flags=("normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir"))

@@ -19,24 +19,57 @@ part is defective when its label survives the authors' mask transform at that si
 """
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common import UserError
-from datasets.base import Sample, Splits, read_mask
 from datasets.options import DataOptions
+from datasets.readers import read_mask
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec, PaperPipeline, Resize
 
 FOLDS = (0, 1, 2)
 SCALES = {"half": (704, 256), "full": (1408, 512)}
 PART_RE = re.compile(r"^Part(\d+)\.jpg$", re.IGNORECASE)
 
 
-def image_size(options: DataOptions) -> tuple[int, int]:
+@dataclass(frozen=True)
+class ScaleOptions(DataOptions):
+    """KolektorSDD's and KolektorSDD2's options: `--scale`."""
+    scale: str = "half"  # half = 704 x 256, full = 1408 x 512
+
+
+@dataclass(frozen=True)
+class KolektorOptions(ScaleOptions):
+    fold: int | None = None  # one of folds 0..2, None = all three
+    split_file: Path | None = None  # split.pyb (None: <dataroot>-training-splits/split.pyb)
+
+
+def add_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--fold", type=int, default=None, help="KolektorSDD fold 0..2 (default: all three)")
+    group.add_argument("--split-file", default=None,
+                       help="KolektorSDD split.pyb (default: <dataroot>-training-splits/split.pyb)")
+    group.add_argument("--scale", choices=list(SCALES), default="half", help="KolektorSDD input scale")
+
+
+def options_from_args(args: argparse.Namespace, common: DataOptions) -> KolektorOptions:
+    return KolektorOptions(**vars(common), scale=args.scale, fold=args.fold,
+                           split_file=Path(args.split_file) if args.split_file else None)
+
+
+def scale_options(args: argparse.Namespace, common: DataOptions) -> ScaleOptions:
+    """KolektorSDD2 reads `--scale` (a flag datasets/kolektor.py adds) and nothing else of its own."""
+    return ScaleOptions(**vars(common), scale=args.scale)
+
+
+def image_size(options: ScaleOptions) -> tuple[int, int]:
     scale = options.scale or "half"
     if scale not in SCALES:
         raise UserError(f"--scale {scale!r} is not one of {', '.join(SCALES)}; use --scale half (704 x 256) "
@@ -60,7 +93,7 @@ class _SplitUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"forbidden object {module}.{name}")
 
 
-def split_file_path(root: Path, options: DataOptions) -> Path:
+def split_file_path(root: Path, options: KolektorOptions) -> Path:
     given = options.split_file
     if given:
         return Path(given)
@@ -106,7 +139,7 @@ def parse_fold(category: str) -> int:
     return fold
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path, options: KolektorOptions) -> list[str]:
     fold = options.fold
     if fold is not None:
         return [f"fold{parse_fold(str(fold))}"]
@@ -126,7 +159,7 @@ def kos_parts(root: Path, folder: str, paper_size: tuple[int, int] | None = None
             for _, image in parts]
 
 
-def paper_size_of(options: DataOptions) -> tuple[int, int] | None:
+def paper_size_of(options: ScaleOptions) -> tuple[int, int] | None:
     """The decoding size when parts are labelled by the authors' mask transform (--protocol paper), else None."""
     if getattr(options, "protocol", "standard") != "paper":
         return None
@@ -141,6 +174,7 @@ def labelled(image: Path, mask: Path, what: str, paper_size: tuple[int, int] | N
     if paper_size is None:
         defect = has_defect(mask)
     else:
+        # torchvision only when labelling under paper: the registry (summarize, run.sh) reads this module without it
         from datasets.transforms import check_mask_peaks, mask_peak, paper_mask
 
         check_mask_peaks([(mask, mask_peak(mask, "kolektor"))], "kolektor")  # a 0/1 label would pass as good
@@ -150,7 +184,7 @@ def labelled(image: Path, mask: Path, what: str, paper_size: tuple[int, int] | N
     return Sample(image=image, mask=None, label=0, defect="good")
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path, category: str, options: KolektorOptions) -> Splits:
     root = Path(root)
     fold = parse_fold(category)
     size = image_size(options)
@@ -171,3 +205,18 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
         raise UserError(f"KolektorSDD fold {fold}: no defect-free training images in {root}; check the "
                         "dataset and split file")
     return Splits(train=train, test=test, image_size=size, eps=0.01, notes=notes)
+
+
+def paper_steps(size: tuple[int, int]) -> tuple[Resize, ...]:
+    """Resize((H, W)): the authors' KolektorSDD and KolektorSDD2 transform."""
+    return (Resize(size),)
+
+
+# grey images repeated to 3 channels; a mask pixel survives only at exactly 1.0 after the resize
+PAPER = PaperPipeline(steps=paper_steps, mask_rule="truncate", image_mode="L", mask_mode="L", peak_floor=255,
+                      cut="of 255")
+
+DATASET = DatasetSpec(name="kolektor", title="KolektorSDD", categories=categories, load=load, order=1,
+                      add_flags=add_flags, options_from_args=options_from_args, paper=PAPER, paper_fits_all=True,
+                      env_var="KOLEKTOR_DATA", folder_name="KolektorSDD",
+                      sweep_args=("--category", "all", "--model", "resnet18", "--k", "100", "--metric", "auroc"))

@@ -12,12 +12,13 @@ images. One category, `ksdd2`; 704 x 256 (`--scale full`: 1408 x 512, as the aut
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from common import UserError
-from datasets.base import Sample, Splits
-from datasets.kolektor import image_size, labelled, paper_size_of
-from datasets.options import DataOptions
+from datasets.kolektor import PAPER, ScaleOptions, image_size, labelled, paper_size_of, scale_options
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec
 
 KSDD2_RE = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 
@@ -42,11 +43,11 @@ def ksdd2_split(root: Path, split: str, notes: list[str], paper_size: tuple[int,
             for _, image in sorted(images)]
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path, options: ScaleOptions) -> list[str]:
     return ["ksdd2"]
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path, category: str, options: ScaleOptions) -> Splits:
     if category not in ("ksdd2", "all"):
         raise UserError(f"KolektorSDD2 has one category, ksdd2, not {category!r}; use --category ksdd2")
     notes: list[str] = []
@@ -57,3 +58,9 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
     if not train:
         raise UserError(f"KolektorSDD2: no defect-free training images in {Path(root) / 'train'}")
     return Splits(train=train, test=test, image_size=image_size(options), eps=0.01, notes=notes)
+
+
+DATASET = DatasetSpec(name="kolektor2", title="KolektorSDD2", categories=categories, load=load, order=2,
+                      options_from_args=scale_options, paper=replace(PAPER, image_mode="RGB"),
+                      paper_fits_all=True, env_var="KOLEKTOR2_DATA", folder_name="KolektorSDD2",
+                      sweep_args=("--category", "ksdd2", "--model", "resnet18", "--k", "100", "--metric", "auroc"))

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from common import UserError
 from datasets import mvtec
-from datasets.base import Splits
 from datasets.options import DataOptions
+from datasets.samples import Splits
+from datasets.spec import DatasetSpec
 
 CATEGORIES = ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes")
 
@@ -29,3 +30,7 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
     if category not in CATEGORIES:
         raise UserError(f"MPDD has no category {category!r}; its categories are {', '.join(CATEGORIES)}")
     return mvtec.load(root, category, options)
+
+
+DATASET = DatasetSpec(name="mpdd", title="MPDD", categories=categories, load=load, order=7,
+                      env_var="MPDD_DATA", folder_name="MPDD")

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import UserError
-from datasets.base import Sample, Splits, list_images
+from datasets.readers import list_images
+from datasets.samples import Sample, Splits
+from datasets.spec import CenterCrop, DatasetSpec, PaperPipeline, Resize
 
 
 def categories(root: Path, args=None) -> list[str]:
@@ -37,3 +39,17 @@ def load(root: Path, category: str, args=None) -> Splits:
     if not test:
         raise UserError(f"no test images under {test_root}")
     return Splits(train=train, test=test)
+
+
+def paper_steps(size: tuple[int, int]) -> tuple[Resize | CenterCrop, ...]:
+    """Resize(1.25 S) [320] of the shorter side, Resize(S) [256], CenterCrop(S): the authors' MVTec AD transforms."""
+    side = size[0]
+    return Resize(round(side * 1.25)), Resize(side), CenterCrop(side)
+
+
+DATASET = DatasetSpec(
+    name="mvtecad", title="MVTec AD", categories=categories, load=load, order=0,
+    paper=PaperPipeline(steps=paper_steps, mask_rule="imagenet", image_mode="RGB", mask_mode="RGB",
+                        peak_floor=153, cut="above 152.9 of 255",  # 0.485 + 0.5 x 0.229 after Normalize
+                        square="the authors' Resize(320), Resize(256), CenterCrop(256)"),
+    env_var="MVTEC_DATA", folder_name="MVTec_AD", sweep_args=())  # script/run_mvtecad.sh passes --category

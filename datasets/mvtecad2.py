@@ -17,8 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import UserError
-from datasets.base import Sample, Splits, list_images
 from datasets.options import DataOptions
+from datasets.readers import list_images
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec
 
 
 def categories(root: Path, options: DataOptions) -> list[str]:
@@ -52,3 +54,7 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
             raise UserError(f"defective image {image} has no mask {mask}; restore test_public/ground_truth")
         test.append(Sample(image, mask, 1, "bad"))
     return Splits(train=train, test=test, val=val)
+
+
+DATASET = DatasetSpec(name="mvtecad2", title="MVTec AD 2", categories=categories, load=load, order=5,
+                      env_var="MVTEC2_DATA", folder_name="mvtec_ad_2")

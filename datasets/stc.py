@@ -22,18 +22,38 @@ pixel mask has any positive pixel. 256 x 256, eps 0.3.
 """
 from __future__ import annotations
 
+import argparse
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common import UserError
-from datasets.base import Sample, Splits, read_mask
+from datasets.options import DataOptions
+from datasets.readers import read_mask
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec, PaperPipeline, Resize
 
 MARKER = "stc_preprocess.json"
 FRAME_RE = re.compile(r"^(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 STRIDE = 5
+
+
+@dataclass(frozen=True)
+class StcOptions(DataOptions):
+    startidx: int = 0  # test frames with index % 5 == startidx
+    train_frames: int = 5000  # training frames sampled
+
+
+def add_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--startidx", type=int, default=0, help="mSTC: test frames with index %% 5 == startidx")
+    group.add_argument("--train-frames", type=int, default=5000, help="mSTC: training frames sampled")
+
+
+def options_from_args(args: argparse.Namespace, common: DataOptions) -> StcOptions:
+    return StcOptions(**vars(common), startidx=args.startidx, train_frames=args.train_frames)
 
 
 def resolve_root(root: Path) -> Path:
@@ -130,3 +150,16 @@ def load(root: Path, category: str, args) -> Splits:
     if not test:
         raise UserError(f"no mSTC test frames under {root / 'test'} with frame number % 5 == {startidx}")
     return Splits(train=train, test=test, image_size=(256, 256), eps=0.3, notes=notes)
+
+
+def paper_steps(size: tuple[int, int]) -> tuple[Resize, ...]:
+    """Resize((H, W)) twice: the authors' cache, then their split transform (a no-op)."""
+    return Resize(size), Resize(size)
+
+
+DATASET = DatasetSpec(name="mstc", title="mSTC", categories=categories, load=load, order=3,
+                      add_flags=add_flags, options_from_args=options_from_args,
+                      paper=PaperPipeline(steps=paper_steps, mask_rule="nonzero"),  # "bicubic makes value < 1"
+                      env_var="STC_DATA", folder_name="mSTC",
+                      sweep_args=("--category", "mstc", "--model", "resnet18", "--k", "100", "--seed", "5555",
+                                  "--metric", "auroc"))

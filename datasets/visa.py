@@ -17,8 +17,9 @@ import csv
 from pathlib import Path
 
 from common import UserError
-from datasets.base import Sample, Splits
 from datasets.options import DataOptions
+from datasets.samples import Sample, Splits
+from datasets.spec import DatasetSpec
 
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")
@@ -73,3 +74,7 @@ def load(root: Path, category: str, options: DataOptions) -> Splits:
         raise UserError(f"VisA {category}: {len(train)} train and {len(test)} test rows in "
                         f"{Path(root) / SPLIT_FILE}; use the official 1cls.csv")
     return Splits(train=train, test=test)
+
+
+DATASET = DatasetSpec(name="visa", title="VisA", categories=categories, load=load, order=4,
+                      env_var="VISA_DATA", folder_name="VisA")

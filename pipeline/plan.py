@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from common import UserError
-from datasets import loader
+from datasets import spec
 from datasets.base import ImageDataset, Sample, Splits
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
@@ -44,11 +44,6 @@ def split_validation(train: list[Sample], protocol: str = "standard") -> tuple[l
     return ([s for i, s in enumerate(train) if i % 10 != held], [s for i, s in enumerate(train) if i % 10 == held])
 
 
-# The authors fit every defect-free KolektorSDD / KSDD2 training part (they hold none out): under paper the
-# validation images, which only calibrate the stored thresholds, are fitted too.
-PAPER_FITS_ALL = ("kolektor", "kolektor2")
-
-
 def plan_category(options: RunOptions, data: DataOptions, root: Path | None, category: str, out_dir: Path) -> Plan:
     state = read_model_file(options.resume, mmap=True) if options.resume is not None else None
     stored = config_from_state(state, options.resume) if state is not None else None
@@ -58,15 +53,16 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
         if data.protocol == "paper":  # new images decoded as the fitted ones were, whatever their layout
             pipeline = (state.get("meta") or {}).get("dataset", options.dataset)
         check_protocol(pipeline, data.protocol, data.image_size)
-    splits = loader(options.dataset).load(root, category, data)
+    dataset = spec(options.dataset)
+    splits = dataset.load(root, category, data)
     for note in splits.notes:
         print(f"warning: {note}", file=sys.stderr)
     if splits.val is not None:  # the dataset has its own validation images (MVTec AD 2)
         fit, val = splits.train, splits.val
     else:
         fit, val = split_validation(splits.train, data.protocol)
-        if data.protocol == "paper" and options.dataset in PAPER_FITS_ALL:
-            fit = list(splits.train)
+        if data.protocol == "paper" and dataset.paper_fits_all:  # the authors hold none out (KolektorSDD):
+            fit = list(splits.train)  # the validation images, which only calibrate the thresholds, are fitted too
     if not fit:
         raise UserError(f"no training images for {options.dataset}/{category}")
     image_size = options.image_size or splits.image_size

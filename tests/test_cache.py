@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets.base
+import datasets.readers
 import train
 from common import UserError
 from datasets.base import ImageDataset, Sample
@@ -37,12 +37,12 @@ def assert_same(a: list[dict], b: list[dict]) -> None:
 
 def count_decodes(monkeypatch) -> list:
     calls = []
-    decode = datasets.base._read
+    decode = datasets.readers._read
 
     def counting(path, mode, what):
         calls.append(Path(path).name)
         return decode(path, mode, what)
-    monkeypatch.setattr(datasets.base, "_read", counting)
+    monkeypatch.setattr(datasets.readers, "_read", counting)
     return calls
 
 
@@ -56,7 +56,7 @@ def test_warm_cache_decodes_nothing_and_gives_identical_tensors(category, tmp_pa
 
     def no_decoding(*args):
         raise AssertionError("a warm cache must not decode")
-    monkeypatch.setattr(datasets.base, "_read", no_decoding)
+    monkeypatch.setattr(datasets.readers, "_read", no_decoding)
     assert_same(items(ImageDataset(category, (48, 40), crop=(32, 32), cache=cache)), reference)
 
 
@@ -128,7 +128,7 @@ def test_metrics_equal_with_and_without_cache(tmp_path, monkeypatch):
     cache = ["--cache", str(tmp_path / "cache")]
     assert train.main([*fast, "--experiment", str(tmp_path / "plain")]) == 0
     assert train.main([*fast, *cache, "--experiment", str(tmp_path / "cold")]) == 0
-    monkeypatch.setattr(datasets.base, "_read", lambda *args: pytest.fail("a warm run decoded an image"))
+    monkeypatch.setattr(datasets.readers, "_read", lambda *args: pytest.fail("a warm run decoded an image"))
     assert train.main([*fast, *cache, "--experiment", str(tmp_path / "warm")]) == 0
     runs = [tmp_path / name / "mvtecad" / "toy" for name in ("plain", "cold", "warm")]
     metrics = [json.loads((run / "metrics.json").read_text())["metrics"] for run in runs]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets.base
+import datasets.readers
 import train
 from common import UserError
 from datasets import kolektor
@@ -20,7 +20,6 @@ from datasets.base import ImageDataset, Sample, read_image, read_mask
 from datasets.cache import ImageCache
 from datasets.listing import glob_files
 from datasets.mvtec import load
-from datasets.options import DataOptions
 from pipeline.options import check_output_names
 from tests.helpers.data import write_category, write_folder, write_kolektor
 
@@ -31,13 +30,13 @@ FAST = ["--weights", "random", "--model", "resnet18", "--k", "5", "--image-size"
 
 def refuse_decoding(monkeypatch, allow_masks: bool = False) -> None:
     """Any image decoded from here on fails the test (masks too unless `allow_masks`)."""
-    decode = datasets.base._read
+    decode = datasets.readers._read
 
     def guarded(path, mode, what):
         if what == "image" or not allow_masks:
             pytest.fail(f"{what} {path} was decoded before the check")
         return decode(path, mode, what)
-    monkeypatch.setattr(datasets.base, "_read", guarded)
+    monkeypatch.setattr(datasets.readers, "_read", guarded)
 
 
 # ---- 11, 21: flags -------------------------------------------------------------------------------
@@ -95,7 +94,7 @@ def test_0_1_kolektor_labels_under_paper_protocol_are_refused(tmp_path):
     write_kolektor(tmp_path / "ksdd", n_folders=3, parts=2, seed=1)
     for label in (tmp_path / "ksdd").rglob("*_label.bmp"):
         Image.fromarray((np.asarray(Image.open(label)) > 0).astype(np.uint8)).save(label)
-    options = DataOptions(dataset="kolektor", protocol="paper")
+    options = kolektor.KolektorOptions(dataset="kolektor", protocol="paper")
     with pytest.raises(UserError, match=r"_label\.bmp has maximum 1.*--protocol standard"):
         kolektor.load(tmp_path / "ksdd", "fold0", options)  # before: every defective part was labelled good
 

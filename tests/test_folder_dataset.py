@@ -14,15 +14,15 @@ import train
 import visualizer
 from common import UserError
 from datasets import folder
-from datasets.options import DataOptions
+from datasets.folder import FolderOptions
 from tests.helpers.data import write_folder
 
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
         "--batch-size", "4"]
 
 
-def options(root: Path, **kw) -> DataOptions:
-    return DataOptions(**{"dataset": "folder", "normal_dir": root / "good", **kw})
+def options(root: Path, **kw) -> FolderOptions:
+    return FolderOptions(**{"dataset": "folder", "normal_dir": root / "good", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_missing_mask_is_named_unless_allowed(tmp_path):
     opts = options(tmp_path, abnormal_dir=tmp_path / "bad", mask_dir=tmp_path / "masks")
     with pytest.raises(UserError, match=r"abnormal image .*bad_01\.png has no mask .*--allow-missing-masks"):
         folder.load(None, "x", opts)
-    splits = folder.load(None, "x", DataOptions(**{**opts.__dict__, "allow_missing_masks": True}))
+    splits = folder.load(None, "x", FolderOptions(**{**opts.__dict__, "allow_missing_masks": True}))
     assert [(s.image.name, s.mask is None) for s in splits.test if s.label == 1] == [
         ("bad_00.png", False), ("bad_01.png", True), ("bad_02.png", False)]
     assert any("1 abnormal images without a mask" in n for n in splits.notes)

@@ -10,14 +10,14 @@ from PIL import Image
 from common import UserError
 from datasets import kolektor, kolektor2
 from datasets.base import ImageDataset
-from datasets.options import DataOptions
+from datasets.kolektor import KolektorOptions
 from tests.helpers.data import write_kolektor, write_kolektor2
 
 N_FOLDERS, PARTS = 6, 4
 
 
-def make_args(**kw) -> DataOptions:
-    return DataOptions(**{"dataset": "kolektor", **kw})
+def make_args(**kw) -> KolektorOptions:
+    return KolektorOptions(**{"dataset": "kolektor", **kw})
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,9 @@ import train
 from common import UserError
 from datasets import kolektor, kolektor2, mvtec, stc
 from datasets.base import ImageDataset
+from datasets.kolektor import KolektorOptions, ScaleOptions
 from datasets.options import DataOptions
+from datasets.stc import StcOptions
 from datasets.transforms import check_protocol
 from models import SemiOrthogonal
 from pipeline.options import RunOptions
@@ -169,7 +171,7 @@ def ksdd(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("size, folds", [((704, 256), [1]), ((88, 32), [0, 1, 2])])  # --scale half; small
 def test_kolektor_images_masks_labels_equal_the_authors(ksdd, size, folds):
     for fold in folds:
-        options = DataOptions(dataset="kolektor", protocol="paper", image_size=None if size == (704, 256) else size)
+        options = KolektorOptions(dataset="kolektor", protocol="paper", image_size=None if size == (704, 256) else size)
         splits = kolektor.load(ksdd, f"fold{fold}", options)
         data = ImageDataset(splits.test, size, protocol="paper", dataset="kolektor")
         for i, sample in enumerate(splits.test):
@@ -184,13 +186,13 @@ def test_kolektor_images_masks_labels_equal_the_authors(ksdd, size, folds):
                     if not authors_kolektor(p, p.with_name(f"{p.stem}_label.bmp"), size, rgb=False)[1].any()]
         assert sorted(s.image for s in splits.train) == sorted(expected)
     # thin defects do not survive at 88 x 32: those parts are training images, as for the authors
-    paper = kolektor.load(ksdd, "fold0", DataOptions(dataset="kolektor", protocol="paper", image_size=(88, 32)))
-    assert len(paper.train) > len(kolektor.load(ksdd, "fold0", DataOptions(dataset="kolektor")).train)
+    paper = kolektor.load(ksdd, "fold0", KolektorOptions(dataset="kolektor", protocol="paper", image_size=(88, 32)))
+    assert len(paper.train) > len(kolektor.load(ksdd, "fold0", KolektorOptions(dataset="kolektor")).train)
 
 
 def test_kolektor_paper_fits_every_training_part(ksdd, tmp_path):
     options = RunOptions(dataset="kolektor", report=tmp_path / "r.csv", backbone="resnet18", k=5)
-    plan = plan_category(options, DataOptions(dataset="kolektor", protocol="paper"), ksdd, "fold1", tmp_path / "o")
+    plan = plan_category(options, KolektorOptions(dataset="kolektor", protocol="paper"), ksdd, "fold1", tmp_path / "o")
     assert plan.fit == plan.splits.train and plan.val == plan.splits.train[::10]
 
 
@@ -205,7 +207,7 @@ def test_kolektor2_images_masks_labels_equal_the_authors(tmp_path):
             label = defect_mask(rng, 147, 59, kind) if kind else np.zeros((147, 59), np.uint8)
             Image.fromarray(label).save(root / split / f"{first + i}_GT.png")
     size = (44, 16)
-    splits = kolektor2.load(root, "ksdd2", DataOptions(dataset="kolektor2", protocol="paper", image_size=size))
+    splits = kolektor2.load(root, "ksdd2", ScaleOptions(dataset="kolektor2", protocol="paper", image_size=size))
     data = ImageDataset(splits.test, size, protocol="paper", dataset="kolektor2")
     for i, sample in enumerate(splits.test):
         x, a = authors_kolektor(sample.image, sample.image.with_name(f"{sample.image.stem}_GT.png"), size, rgb=True)
@@ -242,15 +244,15 @@ def test_stc_frames_equal_random_sample_with_the_string_seed(stc_root, n_frames)
     frames = [Path(p) for p, _ in ImageFolder(str(stc_root / "train")).samples]
     random.seed("1111")
     expected = random.sample(frames, min(n_frames, len(frames)))
-    options = DataOptions(dataset="mstc", protocol="paper", train_frames=n_frames, seed=1111)
+    options = StcOptions(dataset="mstc", protocol="paper", train_frames=n_frames, seed=1111)
     assert [s.image for s in stc.load(stc_root, "mstc", options).train] == expected
     assert [s.image for s in split_validation(stc.load(stc_root, "mstc", options).train, "paper")[1]] == expected[::10]
-    standard = stc.load(stc_root, "mstc", DataOptions(dataset="mstc", train_frames=n_frames))
+    standard = stc.load(stc_root, "mstc", StcOptions(dataset="mstc", train_frames=n_frames))
     assert [s.image for s in standard.train] != expected  # today's draw is another one
 
 
 def test_stc_images_and_masks_equal_the_authors(stc_root):
-    splits = stc.load(stc_root, "mstc", DataOptions(dataset="mstc", protocol="paper"))
+    splits = stc.load(stc_root, "mstc", StcOptions(dataset="mstc", protocol="paper"))
     pretrain = T.Compose([T.Resize((256, 256))])
     test = T.Compose([T.Resize((256, 256)), T.ToTensor()])
     data = ImageDataset(splits.test, (256, 256), protocol="paper", dataset="mstc")

@@ -27,14 +27,17 @@ import _root  # noqa: F401
 import paper_table
 
 from common import UserError, atomic_write, run_cli, write_problem
+from datasets import specs
 from results import METRICS, number, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
-DATASET_TITLES = {"mvtecad": "MVTec AD", "kolektor": "KolektorSDD", "kolektor2": "KolektorSDD2",
-                  "mstc": "mSTC", "visa": "VisA", "mvtecad2": "MVTec AD 2", "btad": "BTAD", "mpdd": "MPDD",
-                  "folder": "Image folders", "synthetic": "Synthetic"}  # tables in this order
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
                "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"]
+
+
+def dataset_titles() -> dict[str, str]:
+    """Each dataset module's title (its DatasetSpec), in the order of the tables."""
+    return {s.name: s.title for s in specs()}
 
 
 def fmt(value: float | None) -> str:
@@ -75,7 +78,7 @@ def category_key(dataset: str, category: str):
 
 def config_label(config: tuple) -> str:
     c = dict(zip(CONFIG, config))
-    title = DATASET_TITLES.get(c["dataset"], c["dataset"])
+    title = dataset_titles().get(c["dataset"], c["dataset"])
     parts = [p for p in (c["model"], c["approx"], f"k={c['k']}" if c["k"] else "",
                          f"eps={c['eps']}" if c["eps"] else "", c["image_size"],
                          f"crop {c['crop']}" if c["crop"] else "", f"seed {c['seed']}" if c["seed"] else "",
@@ -149,7 +152,7 @@ def kolektor_tables(groups: dict[tuple, dict[str, dict]], metrics: list[str]) ->
 def summarize(rows: list[dict], metrics: list[str]) -> str:
     groups = group(rows)
     lines: list[str] = []
-    order = list(DATASET_TITLES)
+    order = list(dataset_titles())
     for config in sorted(groups, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c)):
         lines += category_table(config, groups[config], metrics)
     lines += kolektor_tables(groups, metrics)

@@ -14,8 +14,13 @@ defect image can be re-rendered without its defect.
 Modules: loader (categories, load, the cache folder, generate_category), render (the category
 catalogue, one image), scenes (textures and objects), defects, noise (shared drawing primitives).
 """
+from datasets.spec import DatasetSpec
 from datasets.synthetic.loader import categories, default_root, ensure_category, generate_category, load
 from datasets.synthetic.render import CATEGORIES, VERSION, render_sample
 
-__all__ = ["CATEGORIES", "VERSION", "categories", "default_root", "ensure_category", "generate_category", "load",
-           "render_sample"]
+# generated into a cache folder (default_root) when --dataroot is not given
+DATASET = DatasetSpec(name="synthetic", title="Synthetic", categories=categories, load=load, needs_root=False,
+                      order=9)
+
+__all__ = ["CATEGORIES", "DATASET", "VERSION", "categories", "default_root", "ensure_category", "generate_category",
+           "load", "render_sample"]

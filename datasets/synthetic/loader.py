@@ -12,17 +12,16 @@ import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from common import UserError, write_json
+from datasets import mvtec
+from datasets.options import DataOptions
+from datasets.samples import Splits
 from datasets.synthetic.render import CATEGORIES, VERSION, check_category, render_sample
-
-if TYPE_CHECKING:  # base imports torch, which the generator CLI does not need
-    from datasets.base import Splits
-    from datasets.options import DataOptions
 
 
 def default_root() -> Path:
@@ -80,7 +79,6 @@ def load(root: Path | None, category: str, options: DataOptions) -> Splits:
     root = Path(root) if root is not None else default_root()
     if not (root / category / "synthetic.json").is_file():
         ensure_category(root, category)
-    from datasets import mvtec
     return mvtec.load(root, category, options)
 
 
