@@ -54,8 +54,13 @@ ALL_LAYERS = (1, 2, 3)
 @functools.cache
 def _meta_graph(name: str) -> nn.Module:
     """The backbone's three taps on the meta device: shapes without weights, memory or arithmetic."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        model = torchvision.models.get_model(BACKBONES[name].builder, weights=None)
+    builder = BACKBONES[name].builder
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                model = torchvision.models.get_model(builder, weights=None)
+        except (NotImplementedError, RuntimeError):  # a builder that computes on tensors (RegNet's widths)
+            model = torchvision.models.get_model(builder, weights=None).to("meta")
     return tap_graph(model.eval(), BACKBONES[name].taps)
 
 
