@@ -1,56 +1,112 @@
-"""Multi-scale CNN features at strides 4, 8, 16: the backbone runs up to its third stage only."""
+"""Multi-scale CNN features at strides 4, 8, 16: a torchvision backbone run up to its deepest tap only.
+
+A backbone is one row of BACKBONES. Everything else follows from it: the taps' channels (F) and the
+position grid are read off one forward on the meta device (models/taps.py), the pre-ReLU taps from the
+graph, the flags' choices and default k from the row."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from common import UserError
+from models.taps import fold_batch_norms, tap_graph
 
-# name -> (torchvision builder, indices of the three stages, their channel counts)
-# ResNets: layer1..layer3; MobileNetV3: features[i] at strides 4, 8, 16, as the authors used.
-BACKBONES: dict[str, tuple[str, tuple, tuple[int, int, int]]] = {
-    "resnet18": ("resnet18", ("layer1", "layer2", "layer3"), (64, 128, 256)),
-    "wide_resnet50_2": ("wide_resnet50_2", ("layer1", "layer2", "layer3"), (256, 512, 1024)),
-    "mobilenetv3_large": ("mobilenet_v3_large", (3, 6, 12), (24, 40, 112)),
-    "mobilenetv3_small": ("mobilenet_v3_small", (1, 3, 8), (16, 24, 48)),
+
+class Backbone(NamedTuple):
+    builder: str  # torchvision.models.get_model name
+    taps: tuple[str, str, str]  # graph nodes at strides 4, 8, 16 (torchvision's get_graph_node_names)
+    k: int = 100  # default k
+    pre_relu: bool = False  # each tap ends in a ReLU: --pre-relu taps its input instead
+    # Model files written before the graph extractor numbered the tensors by this module's children
+    # (body.<i>...; "" = the model itself); their rows keep it so those files and digests stay valid.
+    numbered: str | None = None
+
+
+RESNET_TAPS = ("layer1", "layer2", "layer3")
+# MobileNetV3: the last block at strides 4, 8, 16, as the authors used. k: 300 where F = 1792, as the
+# paper chose for WRN-50-2; 100 for every other backbone, as the paper.
+BACKBONES: dict[str, Backbone] = {
+    "resnet18": Backbone("resnet18", RESNET_TAPS, pre_relu=True, numbered=""),
+    "wide_resnet50_2": Backbone("wide_resnet50_2", RESNET_TAPS, k=300, pre_relu=True, numbered=""),
+    "mobilenetv3_large": Backbone("mobilenet_v3_large", ("features.3", "features.6", "features.12"),
+                                  numbered="features"),
+    "mobilenetv3_small": Backbone("mobilenet_v3_small", ("features.1", "features.3", "features.8"),
+                                  numbered="features"),
+    "resnet50": Backbone("resnet50", RESNET_TAPS, k=300, pre_relu=True),
+    "wide_resnet101_2": Backbone("wide_resnet101_2", RESNET_TAPS, k=300, pre_relu=True),
+    "efficientnet_b4": Backbone("efficientnet_b4", ("features.2", "features.3", "features.5")),
+    "convnext_tiny": Backbone("convnext_tiny", ("features.1", "features.3", "features.5")),
 }
-DEFAULT_K = {"wide_resnet50_2": 300}  # 100 for every other backbone, as the paper
-
 
 ALL_LAYERS = (1, 2, 3)
 
 
+@functools.cache
+def _meta_graph(name: str) -> nn.Module:
+    """The backbone's three taps on the meta device: shapes without weights, memory or arithmetic."""
+    builder = BACKBONES[name].builder
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                model = torchvision.models.get_model(builder, weights=None)
+        except (NotImplementedError, RuntimeError):  # a builder that computes on tensors (RegNet's widths)
+            model = torchvision.models.get_model(builder, weights=None).to("meta")
+    return tap_graph(model.eval(), BACKBONES[name].taps)
+
+
+@functools.lru_cache(maxsize=256)
+def tap_shapes(name: str, size: tuple[int, int] = (64, 64)) -> tuple[tuple[int, int, int], ...]:
+    """(C, h, w) of each of the three taps for an image of `size`: one dry run, so the conv arithmetic
+    (each layer's padding and rounding) is the backbone's own, whatever the size."""
+    with torch.no_grad():
+        outputs = _meta_graph(name)(torch.empty(1, 3, *size, device="meta"))
+    return tuple((o.shape[1], o.shape[2], o.shape[3]) for o in outputs)
+
+
 def feature_dim(name: str, layers: tuple[int, ...] = ALL_LAYERS) -> int:
     """F, the number of concatenated channels of the tapped stages (1-based: 1 = stride 4)."""
-    return sum(BACKBONES[name][2][i - 1] for i in layers)
+    return sum(tap_shapes(name)[i - 1][0] for i in layers)
+
+
+def feature_size(size: tuple[int, int], name: str) -> tuple[int, int]:
+    """The position grid for images of `size`: the first tap's map size (stride 4), whichever layers
+    are tapped. ResNets and MobileNets round up twice (ceil(ceil(s / 2) / 2)), ConvNeXt's 4 x 4 stem
+    rounds down."""
+    return tap_shapes(name, tuple(size))[0][1:]
+
+
+def strides(name: str) -> tuple[int, ...]:
+    """Each tap's stride: 4, 8, 16 for every row."""
+    return tuple(256 // shape[1] for shape in tap_shapes(name, (256, 256)))
 
 
 def check_layers(name: str, layers: tuple[int, ...], pre_relu: bool = False) -> tuple[int, ...]:
     """The stages to tap, sorted and unique; a one-line error for anything else."""
     if not layers or any(i not in ALL_LAYERS for i in layers):
         raise UserError(f"--layers {','.join(map(str, layers)) or '(none)'}: choose a non-empty subset of 1,2,3")
-    if pre_relu and name.startswith("mobilenet"):
+    if pre_relu and not BACKBONES[name].pre_relu:
         raise UserError(f"--pre-relu taps ResNet stages before their last ReLU; {name} has none: drop it")
     return tuple(sorted(set(layers)))
 
 
 def default_k(name: str) -> int:
-    return DEFAULT_K.get(name, 100)
+    return BACKBONES[name].k
 
 
 def imagenet_weights(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
     """torchvision's IMAGENET1K_V1 weights of `name` (what the paper's `pretrained=True` meant) and
     the file torchvision keeps them in."""
-    spec = torchvision.models.get_model_weights(BACKBONES[name][0]).IMAGENET1K_V1
+    spec = torchvision.models.get_model_weights(BACKBONES[name].builder).IMAGENET1K_V1
     return spec, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.url)
 
 
@@ -79,7 +135,7 @@ def is_reference(backbone: dict) -> bool:
 
 
 def _load_weights(model: nn.Module, name: str, weights: str) -> None:
-    builder = BACKBONES[name][0]
+    builder = BACKBONES[name].builder
     if weights == "random":
         return
     if weights == "imagenet":
@@ -110,34 +166,11 @@ def _load_weights(model: nn.Module, name: str, weights: str) -> None:
         raise UserError(f"weights {weights}: does not fit torchvision's {builder} ({first})") from None
 
 
-def fold_batch_norms(module: nn.Module) -> nn.Module:
-    """Replaces every (Conv2d, BatchNorm2d) pair of consecutive children by one conv with a bias."""
-    previous_name, previous = None, None
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d):
-            setattr(module, previous_name, fuse_conv_bn_eval(previous, child))
-            setattr(module, name, nn.Identity())
-        else:
-            fold_batch_norms(child)
-        previous_name, previous = name, child
-    return module
-
-
-def _block_pre_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A torchvision BasicBlock or Bottleneck without its final ReLU (it reuses one ReLU module for
-    every activation, so the last one cannot be swapped out)."""
-    identity = x if block.downsample is None else block.downsample(x)
-    out = block.relu(block.bn1(block.conv1(x)))
-    if isinstance(block, torchvision.models.resnet.Bottleneck):
-        out = block.relu(block.bn2(block.conv2(out)))
-        return block.bn3(block.conv3(out)) + identity
-    return block.bn2(block.conv2(out)) + identity
-
-
 class FeatureExtractor(nn.Module):
     """Returns the tapped stage outputs (strides 4, 8, 16 for layers 1, 2, 3) of a backbone, in eval
-    mode, frozen. pre_relu (ResNets): each tap is its stage before the last block's final ReLU; the
-    next stage still receives the ReLU'd tensor."""
+    mode, frozen: torchvision's graph up to the deepest tap (nothing after it is kept or run), batch
+    norms folded, channels-last. pre_relu: each tap is its stage before the final ReLU; the next stage
+    still receives the ReLU'd tensor."""
 
     def __init__(self, name: str, weights: str = "imagenet", layers: tuple[int, ...] = ALL_LAYERS,
                  pre_relu: bool = False):
@@ -145,46 +178,53 @@ class FeatureExtractor(nn.Module):
         if name not in BACKBONES:
             raise UserError(f"unknown model '{name}'; choose one of {', '.join(BACKBONES)}")
         layers = check_layers(name, layers, pre_relu)
-        builder, stages, channels = BACKBONES[name]
-        model = torchvision.models.get_model(builder, weights=None)
+        row = BACKBONES[name]
+        model = torchvision.models.get_model(row.builder, weights=None)
         _load_weights(model, name, weights)
         self.name = name
-        self.channels = tuple(channels[i - 1] for i in layers)
+        self.channels = tuple(tap_shapes(name)[i - 1][0] for i in layers)
         self.pre_relu = pre_relu
-        if name.startswith("mobilenet"):
-            self.body = model.features[: stages[layers[-1] - 1] + 1]
-            self.taps = tuple(stages[i - 1] for i in layers)
-        else:
-            # Everything after the last tapped stage (layer4, pooling, classifier) is dropped: never run, never kept.
-            self.body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
-                                      model.layer1, model.layer2, model.layer3)[: 4 + layers[-1]]
-            self.taps = tuple(3 + i for i in layers)
+        self.body = tap_graph(model.eval(), tuple(row.taps[i - 1] for i in layers), pre_relu)
+        # a file's tensor names: torchvision's, or for the original rows the numbering they were saved with
+        self._numbers = None if row.numbered is None else \
+            {child: str(i) for i, (child, _) in enumerate(model.get_submodule(row.numbered).named_children())}
+        self._register_state_dict_hook(_stored_names)
+        self._register_load_state_dict_pre_hook(_native_names, with_module=True)
         # Fitted on torchvision's ImageNet weights, a model file may name them instead of holding them
         # (SemiOrthogonal.save); the digest of the tapped part, before folding, proves a match on load.
-        self.imagenet_digest = state_digest(self.body.state_dict()) if weights == "imagenet" else None
+        self.imagenet_digest = None if weights != "imagenet" else \
+            state_digest({self.stored_name(key): value for key, value in self.body.state_dict().items()})
         self.eval().requires_grad_(False)
         fold_batch_norms(self.body)  # frozen BN is an affine map: folded into the conv, 10% faster on CPU
         # channels-last convolutions measured 1.3x faster on CPU for ResNet-18 and WRN-50-2
         self.to(memory_format=torch.channels_last)
 
+    def stored_name(self, key: str) -> str:
+        """A tensor's name under `body` as model files and the ImageNet digest know it."""
+        if self._numbers is None:
+            return key
+        trunk = BACKBONES[self.name].numbered
+        child, _, rest = key[len(trunk) + 1:].partition(".") if trunk else key.partition(".")
+        return f"{self._numbers[child]}.{rest}"
+
     def train(self, mode: bool = True) -> FeatureExtractor:
         return super().train(False)  # batch-norm statistics stay the pretrained ones
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        x = x.contiguous(memory_format=torch.channels_last)
-        for i, layer in enumerate(self.body):
-            if self.pre_relu and i in self.taps:
-                *blocks, last = layer
-                for block in blocks:
-                    x = block(x)
-                outputs.append(_block_pre_relu(last, x))
-                x = torch.relu(outputs[-1])
-                continue
-            x = layer(x)
-            if i in self.taps:
-                outputs.append(x)
-        return outputs
+        return list(self.body(x.contiguous(memory_format=torch.channels_last)))
+
+
+def _stored_names(module: FeatureExtractor, state: dict, prefix: str, local_metadata: dict) -> None:
+    body = prefix + "body."
+    for key in [key for key in state if key.startswith(body)]:
+        state[body + module.stored_name(key[len(body):])] = state.pop(key)
+
+
+def _native_names(module: FeatureExtractor, state: dict, prefix: str, *args) -> None:
+    body = prefix + "body."
+    native = {module.stored_name(key): key for key in module.body.state_dict()}
+    for key in [key for key in state if key.startswith(body) and key[len(body):] in native]:
+        state[body + native[key[len(body):]]] = state.pop(key)
 
 
 def build_extractor(backbone: str, weights: str, seed: int, layers: tuple[int, ...] = (1, 2, 3),

@@ -21,13 +21,13 @@ from models.backbone import (
     FeatureExtractor,
     build_extractor,
     feature_dim,
+    feature_size,
     imagenet_weights,
     is_reference,
     weights_reference,
 )
 from models.config import Config
 from models.embedding import APPROXIMATIONS, IDENTITY
-from models.postprocess import feature_size
 
 if TYPE_CHECKING:
     from models.semi_ortho import SemiOrthogonal
@@ -111,7 +111,7 @@ def tensor_problem(state: dict, config: Config) -> str | None:
     if config.approx not in ("full", "global") and k > F:
         return f"its config has k {k} > F = {F} of {config.backbone}"
     d = F if config.approx in IDENTITY else k  # W = I for these: their sums are of all F channels
-    h, w = feature_size(config.input_size)
+    h, w = feature_size(config.input_size, config.backbone)
     rows = 1 if config.approx == "global" else h * w  # global: one (F, F) sum, packed as a single row
     stats = state["stats"]
     expected = {"W": (state["W"], (F, d)), "stats shift": (stats["shift"], (h * w, d)),

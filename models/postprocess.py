@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,3 @@ def axis_matrix(low: int, high: int, sigma: float, truncate: float = 4.0) -> tor
         blur.index_put_((rows, source[tap:tap + high]), weight.expand(high), accumulate=True)
     return blur @ upsampling
 
-
-def feature_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Stride-4 map size of every supported backbone: two stride-2 layers that each round up."""
-    return tuple(math.ceil(math.ceil(s / 2) / 2) for s in size)

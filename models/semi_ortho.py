@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common import UserError
-from models.backbone import FeatureExtractor, build_extractor, feature_dim, is_reference
+from models.backbone import FeatureExtractor, build_extractor, feature_dim, feature_size, is_reference
 from models.config import Config
 from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
@@ -23,7 +23,7 @@ from models.model_file import (
     save_state,
 )
 from models.pooled import PooledStats, fit_pooled
-from models.postprocess import feature_size, smooth
+from models.postprocess import smooth
 
 
 class SemiOrthogonal(torch.nn.Module):
@@ -37,7 +37,7 @@ class SemiOrthogonal(torch.nn.Module):
                                                       config.pre_relu)
         W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
-        self.feature_size = feature_size(config.input_size)
+        self.feature_size = feature_size(config.input_size, config.backbone)
         self.stats: RunningStats | None = None
         self.register_buffer("mu", None)
         # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L packed (CPU: triangular solve, beside

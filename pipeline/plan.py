@@ -16,10 +16,9 @@ from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
-from models.backbone import feature_dim, is_reference
+from models.backbone import feature_dim, feature_size, is_reference
 from models.distributed import shard
 from models.lowrank import check_feasible
-from models.postprocess import feature_size
 from pipeline.options import RunOptions
 
 
@@ -73,7 +72,7 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
                         backbone_dtype=options.backbone_dtype, protocol=data.protocol, layers=options.layers,
                         pre_relu=options.pre_relu)
         check_feasible(config.approx, feature_dim(config.backbone, config.layers), config.k,
-                       feature_size(config.input_size))
+                       feature_size(config.input_size, config.backbone))
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
         meta = {"dataset": options.dataset, "category": category, "weights": options.weights or "imagenet"}

@@ -8,11 +8,23 @@ import json
 import pytest
 import torch
 import torchvision
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import train
 from common import UserError
 from models import Config, SemiOrthogonal, read_model_file
-from models.backbone import imagenet_weights, state_digest
+from models.backbone import (
+    BACKBONES,
+    FeatureExtractor,
+    build_extractor,
+    check_layers,
+    feature_size,
+    imagenet_weights,
+    state_digest,
+    strides,
+    tap_shapes,
+)
+from models.taps import tap_graph
 from tests.helpers.data import write_category
 
 CONFIG = Config(backbone="resnet18", k=10, image_size=(32, 32), seed=7)
@@ -120,3 +132,125 @@ def test_merge_compares_named_backbones_by_digest():
     assert not same_backbone(named, stored) and not same_backbone(stored, named)
     assert same_backbone(stored, {"0.weight": torch.ones(2)})
     assert not same_backbone(stored, {"0.weight": torch.zeros(2)})
+
+
+# Each row against the unmodified torchvision model run module by module with hooks: the same numbers
+# bit for bit once its batch norms are folded the obvious way (consecutive Conv2d, BatchNorm2d children,
+# as the extractor did before it was a graph), close to them unfolded.
+EXACT = [("resnet18", (1, 2, 3), False), ("resnet18", (2, 3), True),
+         ("wide_resnet50_2", (1, 2, 3), True), ("mobilenetv3_large", (1, 2, 3), False),
+         ("mobilenetv3_small", (1, 3), False), ("resnet50", (1, 2, 3), False), ("resnet50", (1, 3), True),
+         ("wide_resnet101_2", (1, 2, 3), True), ("efficientnet_b4", (1, 2, 3), False),
+         ("convnext_tiny", (1, 2, 3), False)]
+
+
+def fold_children(module: torch.nn.Module) -> torch.nn.Module:
+    previous_name, previous = None, None
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.BatchNorm2d) and isinstance(previous, torch.nn.Conv2d):
+            setattr(module, previous_name, fuse_conv_bn_eval(previous, child))
+            setattr(module, name, torch.nn.Identity())
+        else:
+            fold_children(child)
+        previous_name, previous = name, child
+    return module
+
+
+def seeded_torchvision(name: str, seed: int = 4) -> torch.nn.Module:
+    torch.manual_seed(seed)  # what build_extractor's --weights random draws
+    return torchvision.models.get_model(BACKBONES[name].builder).eval()
+
+
+def hooked(model: torch.nn.Module, name: str, x: torch.Tensor, layers, pre_relu: bool) -> list[torch.Tensor]:
+    """Each tapped module's output, or the input of its last ReLU call (a ResNet stage's final ReLU)."""
+    seen, handles = {}, []
+    for layer in layers:
+        tap = model.get_submodule(BACKBONES[name].taps[layer - 1])
+        if pre_relu:
+            handles.append(tap[-1].relu.register_forward_pre_hook(
+                lambda m, inputs, layer=layer: seen.__setitem__(layer, inputs[0].clone())))
+        else:
+            handles.append(tap.register_forward_hook(lambda m, i, out, layer=layer: seen.__setitem__(layer, out)))
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return [seen[layer] for layer in layers]
+
+
+@pytest.mark.parametrize("name,layers,pre_relu", EXACT)
+def test_each_row_equals_torchvision(name, layers, pre_relu):
+    extractor = build_extractor(name, "random", 4, layers, pre_relu)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = extractor(x)
+    reference = seeded_torchvision(name)
+    for tap, ref in zip(ours, hooked(reference, name, x, layers, pre_relu), strict=True):
+        torch.testing.assert_close(tap, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    folded = fold_children(reference).to(memory_format=torch.channels_last)
+    expected = hooked(folded, name, x.contiguous(memory_format=torch.channels_last), layers, pre_relu)
+    assert all(torch.equal(a, b) for a, b in zip(ours, expected, strict=True))
+    assert [tuple(o.shape[1:]) for o in ours] == [tap_shapes(name, (32, 32))[i - 1] for i in layers]
+    assert tuple(ours[0].shape[-2:]) == feature_size((32, 32), name) or layers[0] != 1
+    assert strides(name) == (4, 8, 16)
+    if pre_relu:
+        assert all((tap < 0).any() for tap in ours)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_pre_relu_is_offered_where_every_tap_ends_in_a_relu(name):
+    with torch.device("meta"):
+        model = torchvision.models.get_model(BACKBONES[name].builder)
+    try:
+        tap_graph(model, BACKBONES[name].taps, pre_relu=True)
+        ends_in_relu = True
+    except ValueError:
+        ends_in_relu = False
+    assert ends_in_relu == BACKBONES[name].pre_relu
+    if not ends_in_relu:
+        with pytest.raises(UserError, match="--pre-relu") as e:
+            check_layers(name, (1, 2, 3), pre_relu=True)
+        assert "\n" not in str(e.value)
+
+
+def test_grid_follows_each_backbones_rounding():
+    # a 4 x 4 stride-4 stem (ConvNeXt) rounds down where conv + max-pool (ResNet) round up twice
+    assert feature_size((70, 50), "resnet18") == (18, 13)
+    assert feature_size((70, 50), "convnext_tiny") == (17, 12)
+    assert feature_size((70, 50), "efficientnet_b4") == (18, 13)
+
+
+@pytest.mark.parametrize("name,layers,pre_relu", [("resnet18", (1, 2, 3), False), ("resnet18", (1, 3), True),
+                                                 ("mobilenetv3_small", (1, 2), False)])
+def test_files_written_before_the_graph_extractor_still_load(name, layers, pre_relu, hub, tmp_path):
+    """Model files (and ImageNet digests) of the module-by-module extractor named the backbone's tensors
+    body.<i>... by position in the truncated nn.Sequential it ran; they are read as they were written."""
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        model = torchvision.models.get_model(BACKBONES[name].builder).eval()
+    depth = BACKBONES[name].taps[layers[-1] - 1]
+    if name.startswith("mobilenet"):
+        old_body = model.features[: int(depth.split(".")[1]) + 1]
+    else:
+        old_body = torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
+                                       model.layer1, model.layer2, model.layer3)[: 4 + layers[-1]]
+    old_digest = state_digest(old_body.state_dict())
+    weights = {key: value.clone() for key, value in model.state_dict().items()}
+    written = {f"body.{key}": value for key, value in fold_children(old_body).state_dict().items()}
+    extractor = build_extractor(name, "random", 4, layers, pre_relu)
+    assert {key: value.shape for key, value in extractor.state_dict().items()} == \
+        {key: value.shape for key, value in written.items()}
+    assert all(torch.equal(extractor.state_dict()[key], value) for key, value in written.items())
+    config = Config(backbone=name, k=10, image_size=(32, 32), seed=4, layers=layers, pre_relu=pre_relu)
+    fitted = SemiOrthogonal(config, weights="random")
+    fitted.fit([torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))])
+    fitted.save(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    state["backbone"] = {key: value.clone() for key, value in written.items()}
+    torch.save(state, tmp_path / "old.pt")
+    test = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    fitted.finalize()
+    assert torch.equal(SemiOrthogonal.load(tmp_path / "old.pt").distances(test), fitted.distances(test))
+    if name == "resnet18":  # the hub fixture's file holds these weights under the ImageNet name
+        torch.save(weights, imagenet_weights(name)[1])
+        assert FeatureExtractor(name, "imagenet", layers, pre_relu).imagenet_digest == old_digest

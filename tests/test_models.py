@@ -1,4 +1,6 @@
 """The model against direct float64 formulas: W, streaming statistics, precision, distances, smoothing."""
+import math
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -17,9 +19,10 @@ from models import (
     read_model_file,
     smooth,
 )
-from models.backbone import BACKBONES, FeatureExtractor
+from models.backbone import BACKBONES, FeatureExtractor, feature_size, strides, tap_shapes
 from models.gaussian import pack_lower, unpack_lower
-from models.postprocess import feature_size
+
+ORIGINAL_ROWS = ["resnet18", "wide_resnet50_2", "mobilenetv3_large", "mobilenetv3_small"]
 
 
 @pytest.mark.parametrize("F_, k", [(448, 100), (88, 88), (30, 7)])
@@ -145,15 +148,18 @@ def test_smoothing_matches_bilinear_then_scipy_gaussian(low, size):
     np.testing.assert_allclose(single, ref, rtol=1e-6)  # float32 maps: float64 matrices, float32 products
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
-@pytest.mark.parametrize("size", [(64, 64), (88, 32), (70, 50)])
-def test_feature_maps_have_expected_channels_and_size(name, size):
+@pytest.mark.parametrize("name", ORIGINAL_ROWS)  # the other rows: tests/test_backbone_reference.py
+def test_feature_maps_have_expected_channels_and_size(name):
     torch.manual_seed(0)
     extractor = FeatureExtractor(name, "random")
-    outputs = extractor(torch.zeros(1, 3, *size))
-    assert [o.shape[1] for o in outputs] == list(BACKBONES[name][2])
-    assert tuple(outputs[0].shape[-2:]) == feature_size(size)
-    assert sum(o.shape[1] for o in outputs) == feature_dim(name)
+    assert strides(name) == (4, 8, 16)
+    for size in [(64, 64), (88, 32), (70, 50)]:
+        outputs = extractor(torch.zeros(1, 3, *size))
+        assert [o.shape for o in outputs] == [(1, *shape) for shape in tap_shapes(name, size)]
+        assert tuple(outputs[0].shape[-2:]) == feature_size(size, name)
+        assert sum(o.shape[1] for o in outputs) == feature_dim(name)
+        # two stride-2 layers that each round up (ConvNeXt's 4 x 4 stem rounds down)
+        assert feature_size(size, name) == tuple(math.ceil(math.ceil(s / 2) / 2) for s in size)
 
 
 def test_resnet_extractor_never_runs_layer4():
@@ -214,28 +220,22 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
 
 
 def reference_taps(name: str, model, x: torch.Tensor) -> list[torch.Tensor]:
-    """The three stage outputs of an unmodified torchvision model."""
-    if name.startswith("mobilenet"):
-        taps, outputs = BACKBONES[name][1], []
-        for i, layer in enumerate(model.features[: taps[-1] + 1]):
-            x = layer(x)
-            if i in taps:
-                outputs.append(x)
-        return outputs
-    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    """The three tapped modules' outputs of an unmodified torchvision model, caught by hooks."""
     outputs = []
-    for layer in (model.layer1, model.layer2, model.layer3):
-        x = layer(x)
-        outputs.append(x)
+    handles = [model.get_submodule(tap).register_forward_hook(lambda m, i, out: outputs.append(out))
+               for tap in BACKBONES[name].taps]
+    model(x)
+    for handle in handles:
+        handle.remove()
     return outputs
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("name", ORIGINAL_ROWS)  # the other rows: tests/test_backbone_reference.py
 def test_extractor_with_folded_batch_norm_equals_torchvision(name, tmp_path):
     import torchvision
 
     torch.manual_seed(1)
-    reference = torchvision.models.get_model(BACKBONES[name][0]).eval()
+    reference = torchvision.models.get_model(BACKBONES[name].builder).eval()
     with torch.no_grad():  # non-trivial running statistics, so folding is really exercised
         for module in reference.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
