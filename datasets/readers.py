@@ -9,6 +9,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from common import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ORIENTATION = 0x0112  # the EXIF tag a camera sets when it stored the image rotated
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -36,7 +37,8 @@ def _read(path: Path, mode: str, what: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # a no-op without an Orientation tag (MVTec AD...)
+            if img.getexif().get(ORIENTATION, 1) != 1:  # checked first: without a tag (MVTec AD...) no copy is made
+                img = ImageOps.exif_transpose(img)  # not in_place=True, which Pillow 9.3 (the floor) lacks
             if img.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I: convert() would clip at 255
                 img = _to_8bit(np.asarray(img), keep_nonzero=what == "mask")
             elif img.mode == "F":  # convert() would clip [0, 1] data to black
