@@ -1,13 +1,16 @@
 """Small pieces every entry point shares: the user-facing error type, atomic writes, safe CSV cells."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import signal
+import string
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +24,51 @@ os.umask(_UMASK)
 
 class UserError(Exception):
     """Bad input the user can fix. Entry points print its one-line message and exit with 2."""
+
+
+class SettingError(UserError):
+    """A setting that cannot work, worded without the command line: `$layers` in the message stands for
+    the setting, shown as `layers` to Python callers and as its flag (`--layers`) on the command line
+    (`flags_named`, run_cli). A path or other free text goes into the message through `literal()`."""
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.worded(lambda name: name))
+
+    def worded(self, name: Callable[[str], str]) -> str:
+        return _Settings(self.template).safe_substitute(_Named(name))
+
+
+class _Settings(string.Template):
+    idpattern, flags = r"[a-z][a-z_]*", 0  # lowercase names only: "$HOME" stays as it is
+
+
+class _Named(dict):
+    def __init__(self, name: Callable[[str], str]):
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, key: str) -> str:
+        return self.name(key)
+
+
+def literal(text: object) -> str:
+    """Free text (a path, a URL) inside a SettingError's message, its `$` kept as it is."""
+    return str(text).replace("$", "$$")
+
+
+@contextlib.contextmanager
+def flags_named() -> Iterator[None]:
+    """The command line's side of SettingError: inside, its message names the flags."""
+    try:
+        yield
+    except SettingError as error:
+        raise UserError(error.worded(flag_of)) from None
+
+
+def flag_of(setting: str) -> str:
+    """The command-line flag of a setting: `pre_relu` is --pre-relu; the backbone is --model."""
+    return "--model" if setting == "backbone" else "--" + setting.replace("_", "-")
 
 
 class OutputError(UserError, OSError):
@@ -250,6 +298,9 @@ def run_cli(main: Callable[[], int]) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())
+    except SettingError as error:
+        print(f"error: {error.worded(flag_of)}", file=sys.stderr)
+        sys.exit(2)
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import results
-from common import UserError, run_cli, utf8_problem
+from common import UserError, flags_named, run_cli, utf8_problem
 from datasets import names, spec, specs
 from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
@@ -21,11 +21,11 @@ from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, paper_datasets
 from metrics.registry import HEADLINES, headline_line
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
-from models.backbone import ALL_LAYERS, check_layers
+from models.backbone import check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
-from pipeline.label import apply_label
-from pipeline.options import RunOptions, check_float_flags, check_output_names, seed_value
+from pipeline.label import label_settings, parse_layers
+from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
 
@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default otherwise); see README")
     model = p.add_argument_group("model")
     model.add_argument("--model", "--arch", dest="model", default=None, choices=list(BACKBONES),
-                       help="backbone (default wide_resnet50_2, or the --resume file's)")
+                       help=f"backbone (default {DEFAULTS.backbone}, or the --resume file's)")
     model.add_argument("--weights", default=None,
-                       help="imagenet (default), random, or a state-dict file (--resume: the file's backbone)")
+                       help=f"imagenet, random, or a state-dict file (default {DEFAULTS.weights}; "
+                            "--resume: the file's backbone)")
     model.add_argument("--approx", default=None, choices=APPROXIMATIONS,
                        help="ortho (default): semi-orthogonal W (paper); sample: PaDiM channel selection; "
                             "gaussian; full: exact; global: one covariance pooled over positions; lowrank / null / "
@@ -73,31 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pre-relu", action="store_true", default=None,
                        help="ResNets: tap each stage before the final ReLU of its last block (ablation)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
-    model.add_argument("--seed", default=None, help="seed of W and of random weights, 0 .. 2^63 - 1 (default 1111)")
+    model.add_argument("--seed", default=None,
+                       help=f"seed of W and of random weights, 0 .. 2^63 - 1 (default {DEFAULTS.seed})")
     model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default=None,
                        help="precision of the backbone alone (default float32; bfloat16: ~2x faster on CPUs with "
                             "AVX512-BF16/AMX and on GPUs; see BENCHMARKS.md for its effect on the metrics)")
     model.add_argument("--resume", default=None, metavar="MODEL_PT",
                        help="add this run's training images to the sums stored in a model.pt (same backbone, W, size)")
-    model.add_argument("--val-fpr", type=float, default=0.01,
-                       help="false-positive rate on the normal validation images that sets the stored thresholds")
+    model.add_argument("--val-fpr", type=float, default=None,
+                       help="false-positive rate on the normal validation images that sets the stored thresholds "
+                            f"(default {DEFAULTS.val_fpr})")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=None, help="images per batch (default 8 on CPU, 32 on GPU)")
     run.add_argument("--workers", type=int, default=None,
                      help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
                           "model down; else 2 on CPU, up to 12 with a GPU)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run.add_argument("--fpr", type=float, default=0.3,
-                     help="FPR limit of the PRO integral; recall limit of paper_ap (default 0.3)")
-    run.add_argument("--metric", choices=HEADLINES, default="auproc",
+    run.add_argument("--fpr", type=float, default=None,
+                     help=f"FPR limit of the PRO integral; recall limit of paper_ap (default {DEFAULTS.fpr})")
+    run.add_argument("--metric", choices=HEADLINES, default=None,
                      help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
                           "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
-                          "itself up to --fpr: it measures the threshold grid, not the model)")
-    run.add_argument("--label", default="", help="a free tag stored in metrics.json and results.csv; the authors' "
+                          "itself up to --fpr: it measures the threshold grid, not the model; default "
+                          f"{DEFAULTS.metric})")
+    run.add_argument("--label", default=None, help="a free tag stored in metrics.json and results.csv; the authors' "
                      "convention (ResNet-18: trailing _64/_128/_256 = --layers 1/2/3, _448 = all; preReLU anywhere "
                      "= --pre-relu) sets those flags")
     run.add_argument("--verbose", action="store_true", help="print per-phase timings and sizes as the run goes")
-    run.add_argument("--nsamples", type=int, default=1000, help="thresholds of the paper's PRO/ROC protocol")
+    run.add_argument("--nsamples", type=int, default=None,
+                     help=f"thresholds of the paper's PRO/ROC protocol (default {DEFAULTS.nsamples})")
     run.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
     run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
     run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
@@ -117,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, every value checked before any output is created or image decoded."""
     args = build_parser().parse_args(argv)
+    with flags_named():  # models/ names settings; here they are flags
+        return checked(args)
+
+
+def checked(args: argparse.Namespace) -> argparse.Namespace:
     resolve_resume(args)
     args.image_size = size_pair(args.image_size, "--image-size")
     args.crop = size_pair(args.crop, "--crop")
@@ -130,19 +140,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     check_foreign_flags(args)
     check_float_flags(args)
+    args.seed = seed_value(args.seed)
+    backbone = args.model or (None if args.resume else DEFAULTS.backbone)
+    label = label_settings(args.label or "", backbone, parse_layers(args.layers), args.pre_relu)
+    if label.said:
+        print(label.said)
+    args.layers, args.pre_relu = label.layers, label.pre_relu
+    defaults(args)
     if args.nsamples < 1:
         raise UserError(f"--nsamples {args.nsamples} must be at least 1")
-    args.seed = seed_value(args.seed)
     if args.resume is None:
-        args.model = args.model or "wide_resnet50_2"
-    apply_label(args)
-    if args.resume is None:
-        args.layers = ALL_LAYERS if args.layers is None else args.layers  # () is refused below
-        args.pre_relu = bool(args.pre_relu)
-        check_layers(args.model, args.layers, args.pre_relu)
-        args.approx = args.approx or "ortho"
-        args.seed = 1111 if args.seed is None else args.seed
-        args.backbone_dtype = args.backbone_dtype or "float32"
+        check_layers(args.model, args.layers, args.pre_relu)  # () is refused here
         F = feature_dim(args.model, args.layers)
         if args.k is not None and args.approx not in ("full", "global") and not 1 <= args.k <= F:
             raise UserError(f"--k {args.k} must be between 1 and F = {F} for {args.model}")
@@ -167,12 +175,13 @@ def check_foreign_flags(args: argparse.Namespace) -> None:
 
 
 def resolve_resume(args: argparse.Namespace) -> None:
-    """--dataset and --weights default to what the --resume file was fitted with (older files: mvtecad)."""
+    """--dataset defaults to what the --resume file was fitted on (files older than that record: the default,
+    MVTec AD, the only dataset then)."""
     if args.resume is None:
-        args.dataset, args.weights = args.dataset or "mvtecad", args.weights or "imagenet"
+        args.dataset = args.dataset or DEFAULTS.dataset
     elif args.dataset is None:
         meta = read_model_file(args.resume, mmap=True).get("meta") or {}
-        args.dataset = meta.get("dataset") if meta.get("dataset") in names() else "mvtecad"
+        args.dataset = meta.get("dataset") if meta.get("dataset") in names() else DEFAULTS.dataset
 
 
 def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
@@ -187,7 +196,7 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
 
 def data_options(args: argparse.Namespace) -> DataOptions:
     """The options every dataset reads, extended by the chosen dataset with its own flags."""
-    common = DataOptions(dataset=args.dataset, seed=1111 if args.seed is None else args.seed,
+    common = DataOptions(dataset=args.dataset, seed=DEFAULTS.seed if args.seed is None else args.seed,
                          protocol=args.protocol, image_size=args.image_size)
     return spec(args.dataset).options_from_args(args, common)
 
@@ -230,7 +239,7 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
     out_dirs = claim_outputs(experiment, args.dataset, wanted, args.overwrite, options.report)
     rank, world, device = init_from_environment(args.device != "cpu" and torch.cuda.is_available())
     device = device or resolve_device(args.device)
-    torch.manual_seed(options.seed or 1111)
+    torch.manual_seed(DEFAULTS.seed if options.seed is None else options.seed)
     plans = [plan_category(options, data_opts, root, c, out_dirs[c]) for c in wanted]
     if options.resume is not None:  # metrics.json names the backbone the run went on with
         options = replace(options, weights=plans[0].meta["weights"])
@@ -244,6 +253,11 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
 
 
 def main(argv: list[str] | None = None) -> int:
+    with flags_named():
+        return checked_main(argv)
+
+
+def checked_main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     # A failed run removes the folders it created and left empty (<experiment>/<dataset>/, the experiment).
     created = outputs.absent(Path(args.experiment) / args.dataset if args.experiment else Path("runs"))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common import UserError
-from datasets.options import DataOptions
+from datasets.options import DataOptions, given
 from datasets.readers import IMAGE_SUFFIXES, list_images
 from datasets.samples import Sample, Splits
 from datasets.spec import DatasetSpec
@@ -48,8 +48,9 @@ def add_flags(group: argparse._ArgumentGroup) -> None:
                        help="folder: masks of the abnormal images, named by the image's stem, with or without _mask")
     group.add_argument("--normal-test-dir", default=None,
                        help="folder: defect-free test images (default: hold out --normal-test-ratio of --normal-dir)")
-    group.add_argument("--normal-test-ratio", type=float, default=0.2,
-                       help="folder: seeded share of --normal-dir held out for testing, never fitted (default 0.2)")
+    group.add_argument("--normal-test-ratio", type=float, default=None,
+                       help="folder: seeded share of --normal-dir held out for testing, never fitted (default "
+                            f"{FolderOptions.normal_test_ratio})")
     group.add_argument("--allow-missing-masks", action="store_true",
                        help="folder: abnormal images without a mask count for the image AUROC only")
 
@@ -62,7 +63,7 @@ def options_from_args(args: argparse.Namespace, common: DataOptions) -> FolderOp
     return FolderOptions(**vars(common), normal_dir=optional_path(args.normal_dir),
                          abnormal_dir=optional_path(args.abnormal_dir), mask_dir=optional_path(args.mask_dir),
                          normal_test_dir=optional_path(args.normal_test_dir),
-                         normal_test_ratio=args.normal_test_ratio, allow_missing_masks=args.allow_missing_masks,
+                         **given(args, "normal_test_ratio"), allow_missing_masks=args.allow_missing_masks,
                          name=args.category if args.category != "all" else None)
 
 

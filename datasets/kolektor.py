@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from common import UserError
-from datasets.options import DataOptions
+from datasets.options import DataOptions, given
 from datasets.readers import read_mask
 from datasets.samples import Sample, Splits
 from datasets.spec import DatasetSpec, PaperPipeline, Resize
@@ -56,21 +56,22 @@ def add_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--fold", type=int, default=None, help="KolektorSDD fold 0..2 (default: all three)")
     group.add_argument("--split-file", default=None,
                        help="KolektorSDD split.pyb (default: <dataroot>-training-splits/split.pyb)")
-    group.add_argument("--scale", choices=list(SCALES), default="half", help="KolektorSDD input scale")
+    group.add_argument("--scale", choices=list(SCALES), default=None,
+                       help=f"KolektorSDD input scale (default {ScaleOptions.scale})")
 
 
 def options_from_args(args: argparse.Namespace, common: DataOptions) -> KolektorOptions:
-    return KolektorOptions(**vars(common), scale=args.scale, fold=args.fold,
+    return KolektorOptions(**vars(common), **given(args, "scale"), fold=args.fold,
                            split_file=Path(args.split_file) if args.split_file else None)
 
 
 def scale_options(args: argparse.Namespace, common: DataOptions) -> ScaleOptions:
     """KolektorSDD2 reads `--scale` (a flag datasets/kolektor.py adds) and nothing else of its own."""
-    return ScaleOptions(**vars(common), scale=args.scale)
+    return ScaleOptions(**vars(common), **given(args, "scale"))
 
 
 def image_size(options: ScaleOptions) -> tuple[int, int]:
-    scale = options.scale or "half"
+    scale = options.scale or ScaleOptions.scale
     if scale not in SCALES:
         raise UserError(f"--scale {scale!r} is not one of {', '.join(SCALES)}; use --scale half (704 x 256) "
                         "or --scale full (1408 x 512)")
@@ -204,7 +205,7 @@ def load(root: Path, category: str, options: KolektorOptions) -> Splits:
     if not train:
         raise UserError(f"KolektorSDD fold {fold}: no defect-free training images in {root}; check the "
                         "dataset and split file")
-    return Splits(train=train, test=test, image_size=size, eps=0.01, notes=notes)
+    return Splits(train=train, test=test, image_size=size, notes=notes)
 
 
 def paper_steps(size: tuple[int, int]) -> tuple[Resize, ...]:

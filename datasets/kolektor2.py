@@ -57,7 +57,7 @@ def load(root: Path, category: str, options: ScaleOptions) -> Splits:
     train = [s for s in train_all if s.label == 0]
     if not train:
         raise UserError(f"KolektorSDD2: no defect-free training images in {Path(root) / 'train'}")
-    return Splits(train=train, test=test, image_size=image_size(options), eps=0.01, notes=notes)
+    return Splits(train=train, test=test, image_size=image_size(options), notes=notes)
 
 
 DATASET = DatasetSpec(name="kolektor2", title="KolektorSDD2", categories=categories, load=load, order=2,

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from models.config import Config
 
 
 @dataclass(frozen=True)
@@ -12,7 +15,13 @@ class DataOptions:
     datasets/kolektor.py) and builds it in its `DatasetSpec.options_from_args`.
     """
     dataset: str = "mvtecad"
-    seed: int = 1111  # seeded draws (mSTC training frames, the folder dataset's held-out images)
+    seed: int = Config.seed  # seeded draws (mSTC training frames, the folder dataset's held-out images)
     protocol: str | None = "standard"  # image pipeline and splits: standard or paper (datasets/transforms.py);
     # None (train.py --resume without --protocol): the model file's
     image_size: tuple[int, int] | None = None  # --image-size; KolektorSDD under paper labels parts at this size
+
+
+def given(args: Any, *names: str) -> dict[str, Any]:
+    """The flags among `names` the user gave (argparse defaults are None): the options dataclass's defaults
+    stand for the others, so that each default is written once, in the dataclass."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.config import Config
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -18,7 +20,7 @@ class Splits:
     """One category of a dataset: training images (normal only) and test images."""
     train: list[Sample]
     test: list[Sample]
-    image_size: tuple[int, int] = (256, 256)  # (H, W) the dataset's protocol resizes to
-    eps: float = 0.01  # the dataset's protocol eps
+    image_size: tuple[int, int] = Config.image_size  # (H, W) the dataset's protocol resizes to
+    eps: float = Config.eps  # the dataset's protocol eps
     notes: list[str] = field(default_factory=list)  # warnings worth printing (skipped duplicates...)
     val: list[Sample] | None = None  # the dataset's own normal validation images; None: every 10th of train

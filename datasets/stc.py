@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from common import UserError
-from datasets.options import DataOptions
+from datasets.options import DataOptions, given
 from datasets.readers import read_mask
 from datasets.samples import Sample, Splits
 from datasets.spec import DatasetSpec, PaperPipeline, Resize
@@ -48,12 +48,14 @@ class StcOptions(DataOptions):
 
 
 def add_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--startidx", type=int, default=0, help="mSTC: test frames with index %% 5 == startidx")
-    group.add_argument("--train-frames", type=int, default=5000, help="mSTC: training frames sampled")
+    group.add_argument("--startidx", type=int, default=None,
+                       help=f"mSTC: test frames with index %% 5 == startidx (default {StcOptions.startidx})")
+    group.add_argument("--train-frames", type=int, default=None,
+                       help=f"mSTC: training frames sampled (default {StcOptions.train_frames})")
 
 
 def options_from_args(args: argparse.Namespace, common: DataOptions) -> StcOptions:
-    return StcOptions(**vars(common), startidx=args.startidx, train_frames=args.train_frames)
+    return StcOptions(**vars(common), **given(args, "startidx", "train_frames"))
 
 
 def resolve_root(root: Path) -> Path:
@@ -98,13 +100,13 @@ def load(root: Path, category: str, args) -> Splits:
     if not (root / MARKER).is_file():
         raise UserError(f"{root} is not a finished mSTC preprocessing output ({MARKER} missing); run "
                         f"tools/stc_preprocess.sh <archives folder> {root} and pass that output as --dataroot")
-    startidx = _int_arg(args, "startidx", 0)
+    startidx = _int_arg(args, "startidx", StcOptions.startidx)
     if not 0 <= startidx < STRIDE:
         raise UserError(f"--startidx {startidx} is outside 0..{STRIDE - 1}; it picks frames N with N % 5 == startidx")
-    n_frames = _int_arg(args, "train_frames", 5000)
+    n_frames = _int_arg(args, "train_frames", StcOptions.train_frames)
     if n_frames < 1:
         raise UserError(f"--train-frames {n_frames} must be at least 1")
-    seed = _int_arg(args, "seed", 1111)
+    seed = _int_arg(args, "seed", StcOptions.seed)
     notes: list[str] = []
 
     # training frames, listed in a fixed order, then a seeded draw without replacement
@@ -149,7 +151,7 @@ def load(root: Path, category: str, args) -> Splits:
                 test.append(Sample(image, None, 0, "good"))
     if not test:
         raise UserError(f"no mSTC test frames under {root / 'test'} with frame number % 5 == {startidx}")
-    return Splits(train=train, test=test, image_size=(256, 256), eps=0.3, notes=notes)
+    return Splits(train=train, test=test, eps=0.3, notes=notes)
 
 
 def paper_steps(size: tuple[int, int]) -> tuple[Resize, ...]:

@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from common import UserError
+from common import SettingError, UserError
 from models.taps import fold_batch_norms, tap_graph
 
 
@@ -93,9 +93,9 @@ def strides(name: str) -> tuple[int, ...]:
 def check_layers(name: str, layers: tuple[int, ...], pre_relu: bool = False) -> tuple[int, ...]:
     """The stages to tap, sorted and unique; a one-line error for anything else."""
     if not layers or any(i not in ALL_LAYERS for i in layers):
-        raise UserError(f"--layers {','.join(map(str, layers)) or '(none)'}: choose a non-empty subset of 1,2,3")
+        raise SettingError(f"$layers {','.join(map(str, layers)) or '(none)'}: choose a non-empty subset of 1,2,3")
     if pre_relu and not BACKBONES[name].pre_relu:
-        raise UserError(f"--pre-relu taps ResNet stages before their last ReLU; {name} has none: drop it")
+        raise SettingError(f"$pre_relu taps ResNet stages before their last ReLU; {name} has none: drop it")
     return tuple(sorted(set(layers)))
 
 

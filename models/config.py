@@ -1,4 +1,7 @@
-"""What a fitted model is: the settings stored in its file and needed to rebuild and score it."""
+"""What a fitted model is: the settings stored in its file and needed to rebuild and score it.
+
+Their defaults are the method's defaults everywhere: train.py's flags, the run and data options and the
+Python API read them from here (this module imports nothing, so torch-free code may read it too)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Config:
-    backbone: str = "resnet18"
-    k: int = 100
+    backbone: str = "wide_resnet50_2"
+    k: int = 300  # the default backbone's row's k (models/backbone.py)
     approx: str = "ortho"
     seed: int = 1111
     image_size: tuple[int, int] = (256, 256)  # (H, W) images are resized to

@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 
 from common import UserError
+from models.config import Config
 
 APPROXIMATIONS = ("ortho", "sample", "gaussian", "full", "global", "lowrank", "lowranki", "null")
 IDENTITY = ("full", "global", "lowrank", "lowranki", "null")  # W = I: statistics of all F channels
 
 
-def make_projection(F: int, k: int, approx: str = "ortho", seed: int = 1111) -> torch.Tensor:
+def make_projection(F: int, k: int, approx: str = Config.approx, seed: int = Config.seed) -> torch.Tensor:
     """A seeded F x k float32 matrix.
 
     ortho: uniform on the Stiefel manifold (W^T W = I_k), the paper's semi-orthogonal embedding;

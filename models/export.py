@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from common import UserError
+from common import SettingError
 from models.distance import inverse_of_packed
 from models.postprocess import smooth
 from models.semi_ortho import SemiOrthogonal
@@ -24,7 +24,7 @@ class ScoringGraph(torch.nn.Module):
     def __init__(self, model: SemiOrthogonal):
         super().__init__()
         if getattr(model, "precision", None) is not None:  # --approx variants that score without mu and L
-            raise UserError(f"--approx {model.config.approx} models cannot be exported; ortho, sample, gaussian "
+            raise SettingError(f"$approx {model.config.approx} models cannot be exported; ortho, sample, gaussian "
                             "and full can")
         if model.L_packed is None and model.L_inv is None:
             raise RuntimeError("finalize() the model before exporting it")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from common import UserError
+from common import SettingError, UserError
 
 
 class RunningStats:
@@ -229,4 +229,4 @@ def _factorize(stats: RunningStats, eps: float, unbiased: bool, chunk_elements: 
     finally:
         torch.set_num_threads(intra_op)
     if any(failed):
-        raise UserError(f"covariance is not positive definite with eps = {eps}; use a larger eps")
+        raise SettingError(f"covariance is not positive definite with $eps = {eps}; use a larger $eps")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from common import UserError
+from common import SettingError, UserError
 from models.gaussian import CovarianceWorkspace, RunningStats
 
 EIGEN_APPROXIMATIONS = ("lowrank", "lowranki", "null")
@@ -30,12 +30,12 @@ def check_feasible(approx: str, F: int, k: int, feature_size: tuple[int, int]) -
     sums = positions * F * (F + 1) // 2 * 4
     size = sums + (sums if approx == "full" else positions * F * k * 4)
     if size > MAX_BYTES:
-        raise UserError(f"--approx {approx} needs the full {F} x {F} covariance at each of {positions} positions: "
-                        f"{size / 1e9:.1f} GB of float32 sums and precision; use --approx ortho or global, fewer "
-                        f"--layers, or a smaller --image-size")
+        raise SettingError(f"$approx {approx} needs the full {F} x {F} covariance at each of {positions} positions: "
+                        f"{size / 1e9:.1f} GB of float32 sums and precision; use $approx ortho or global, fewer "
+                        "$layers, or a smaller $image_size")
     if approx == "lowranki" and eigen_indices(approx, F, k, feature_size)[-1] >= F:
-        raise UserError(f"--approx lowranki takes eigenpairs up to k' = max(min(h, w), k) = "
-                        f"{max(min(feature_size), k)} > F = {F}; use a smaller --image-size or lowrank")
+        raise SettingError(f"$approx lowranki takes eigenpairs up to k' = max(min(h, w), k) = "
+                        f"{max(min(feature_size), k)} > F = {F}; use a smaller $image_size or lowrank")
 
 
 def eigen_indices(approx: str, F: int, k: int, feature_size: tuple[int, int]) -> list[int]:
@@ -98,5 +98,5 @@ def fit_eigen(stats: RunningStats, eps: float, unbiased: bool, approx: str, k: i
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(decompose, range(0, positions, size)))
     if any(failed):
-        raise UserError(f"covariance is not positive definite with eps = {eps}; use a larger eps")
+        raise SettingError(f"covariance is not positive definite with $eps = {eps}; use a larger $eps")
     return EigenPrecision(stats.mean(), U, inv_sqrt)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from common import UserError, atomic_write
+from common import SettingError, UserError, atomic_write, literal
 from models.backbone import (
     ALL_LAYERS,
     BACKBONES,
@@ -170,9 +170,10 @@ def referenced_backbone(path: str | Path, state: dict) -> FeatureExtractor | Non
     try:
         extractor = build_extractor(config.backbone, "imagenet", config.seed, config.layers, config.pre_relu)
     except UserError:
-        raise UserError(f"{path} names torchvision's ImageNet weights ({reference['weights']}) instead of holding "
-                        f"them, and they are not usable at {cache}: download {reference['url']} to that path "
-                        "(train.py --embed-backbone writes files that hold them)") from None
+        raise SettingError(f"{literal(path)} names torchvision's ImageNet weights ({literal(reference['weights'])}) "
+                           f"instead of holding them, and they are not usable at {literal(cache)}: download "
+                           f"{literal(reference['url'])} to that path (fitting with $embed_backbone stores "
+                           "them in the file)") from None
     if extractor.imagenet_digest != reference["sha256"]:
         raise UserError(f"{path} was fitted with other weights than {cache} holds (their sha256 differs); "
                         f"restore that file from {reference['url']}, or refit")

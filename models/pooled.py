@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from common import UserError
+from common import SettingError, UserError
 from models.gaussian import RunningStats, pack_lower, unpack_lower
 
 
@@ -78,5 +78,5 @@ def fit_pooled(stats: PooledStats, eps: float, unbiased: bool = False) -> Pooled
     cov += eps * torch.eye(F, dtype=torch.float64, device=cov.device)
     chol, info = torch.linalg.cholesky_ex(cov)
     if info.item() != 0:
-        raise UserError(f"pooled covariance is not positive definite with eps = {eps}; use a larger eps")
+        raise SettingError(f"pooled covariance is not positive definite with $eps = {eps}; use a larger $eps")
     return PooledPrecision(stats.mean(), chol.to(stats.sum_z.dtype))

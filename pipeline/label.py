@@ -1,7 +1,7 @@
 """The authors' --label convention: a label's suffix names the tapped layers, "preReLU" the pre-ReLU taps."""
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 from common import UserError
 from models.backbone import ALL_LAYERS
@@ -9,22 +9,36 @@ from models.backbone import ALL_LAYERS
 LABEL_LAYERS = {"64": (1,), "128": (2,), "256": (3,), "448": ALL_LAYERS}  # ResNet-18's channels per stage
 
 
-def apply_label(args: argparse.Namespace) -> None:
-    """--layers parsed; the authors' --label convention sets --layers and --pre-relu, saying so."""
+@dataclass(frozen=True)
+class LabelSettings:
+    """--layers and --pre-relu once the label has spoken, and the line that says what it set (None: nothing)."""
+    layers: tuple[int, ...] | None
+    pre_relu: bool | None
+    said: str | None
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """--layers "1,3" as (1, 3), sorted and unique; None when not given."""
     try:
-        args.layers = None if args.layers is None else tuple(sorted({int(v) for v in args.layers.split(",") if v}))
+        return None if text is None else tuple(sorted({int(v) for v in text.split(",") if v}))
     except ValueError:
-        raise UserError(f"--layers {args.layers}: pass stage numbers separated by commas, e.g. 1,2,3") from None
+        raise UserError(f"--layers {text}: pass stage numbers separated by commas, e.g. 1,2,3") from None
+
+
+def label_settings(label: str, backbone: str | None, layers: tuple[int, ...] | None,
+                   pre_relu: bool | None) -> LabelSettings:
+    """What the authors' convention makes of `label`: ResNet-18's _64/_128/_256/_448 suffix sets the layers
+    (refusing other --layers), "preReLU" anywhere sets the pre-ReLU taps."""
     said = []
-    suffix = args.label.rsplit("_", 1)[-1] if "_" in args.label else ""
-    if suffix in LABEL_LAYERS and args.model == "resnet18":
-        if args.layers not in (None, LABEL_LAYERS[suffix]):
-            raise UserError(f"--label {args.label} means --layers {','.join(map(str, LABEL_LAYERS[suffix]))}; "
+    suffix = label.rsplit("_", 1)[-1] if "_" in label else ""
+    if suffix in LABEL_LAYERS and backbone == "resnet18":
+        if layers not in (None, LABEL_LAYERS[suffix]):
+            raise UserError(f"--label {label} means --layers {','.join(map(str, LABEL_LAYERS[suffix]))}; "
                             "drop --layers or change the label")
-        args.layers = LABEL_LAYERS[suffix]
-        said.append(f"--layers {','.join(map(str, args.layers))}")
-    if "preReLU" in args.label:
-        args.pre_relu = True
+        layers = LABEL_LAYERS[suffix]
+        said.append(f"--layers {','.join(map(str, layers))}")
+    if "preReLU" in label:
+        pre_relu = True
         said.append("--pre-relu")
-    if said:
-        print(f"--label {args.label}: the authors' convention sets {' '.join(said)}")
+    line = f"--label {label}: the authors' convention sets {' '.join(said)}" if said else None
+    return LabelSettings(layers, pre_relu, line)

@@ -1,5 +1,8 @@
 """The settings of one train.py run, typed: what the pipeline reads instead of the argparse namespace, and
-the checks of their values that need no image (ranges, output names)."""
+the checks of their values that need no image (ranges, output names).
+
+RunOptions' defaults are the command line's: train.py's flags default to None and `defaults()` fills what
+the user left out from here (the model's settings from models/config.py), so each default is written once."""
 from __future__ import annotations
 
 import math
@@ -9,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from common import UserError
+from datasets.options import DataOptions
+from models.config import Config
 from pipeline import outputs
 
 
@@ -17,16 +22,16 @@ class RunOptions:
     """Resolved settings. With `resume`, a None backbone/k/approx/seed/size means "as stored in the file"."""
     dataset: str
     report: Path
-    backbone: str | None = "wide_resnet50_2"
+    backbone: str | None = Config.backbone
     weights: str = "imagenet"
-    approx: str | None = "ortho"
-    k: int | None = None
+    approx: str | None = Config.approx
+    k: int | None = None  # None: the backbone's row's k (models/backbone.py), F for full and global
     eps: float | None = None  # None: the dataset's protocol value
-    unbiased: bool = False
-    seed: int | None = 1111
+    unbiased: bool = Config.unbiased
+    seed: int | None = Config.seed
     image_size: tuple[int, int] | None = None  # None: the dataset's protocol size
-    crop: tuple[int, int] | None = None
-    backbone_dtype: str | None = "float32"
+    crop: tuple[int, int] | None = Config.crop
+    backbone_dtype: str | None = Config.backbone_dtype
     resume: Path | None = None
     val_fpr: float = 0.01
     fpr: float = 0.3
@@ -36,9 +41,23 @@ class RunOptions:
     embed_backbone: bool = False  # ImageNet weights stored in model.pt rather than named (--embed-backbone)
     metric: str = "auproc"  # the headline; fpr also computes paper_fpr
     label: str = ""  # free tag, stored in metrics.json and results.csv
-    layers: tuple[int, ...] | None = (1, 2, 3)
-    pre_relu: bool | None = False
+    layers: tuple[int, ...] | None = Config.layers
+    pre_relu: bool | None = Config.pre_relu
     verbose: bool = False
+
+
+DEFAULTS = RunOptions(dataset=DataOptions.dataset, report=Path("<experiment>/results.csv"))
+RESUMED = ("backbone", "weights", "approx", "seed", "layers", "pre_relu", "backbone_dtype")  # None: the file's
+FLAG_DESTS = {"backbone": "model"}  # the argparse name of a field, where they differ
+
+
+def defaults(args: Any) -> None:
+    """Fills every flag the user left out (None) with RunOptions' default; with --resume, the model's own
+    settings stay None: the model file holds them."""
+    for name in vars(DEFAULTS).keys() - {"dataset", "report"}:  # the dataset: resolve_resume; the report: train.py
+        dest = FLAG_DESTS.get(name, name)
+        if getattr(args, dest, 0) is None and not (args.resume is not None and name in RESUMED):
+            setattr(args, dest, getattr(DEFAULTS, name))
 
 
 # Every float flag and its range; a comparison with nan is False, but inf passes "> 0", hence isfinite too.

@@ -75,7 +75,7 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
                        feature_size(config.input_size, config.backbone))
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
-        meta = {"dataset": options.dataset, "category": category, "weights": options.weights or "imagenet"}
+        meta = {"dataset": options.dataset, "category": category, "weights": options.weights}
         return Plan(category, out_dir, splits, fit, val, config, options.dataset, meta, file_digests(fit))
     check_resume(options, stored, data.protocol)
     meta = resumed_meta(options, state, category)
