@@ -148,6 +148,14 @@ def load_model(path: str, device: torch.device) -> SemiOrthogonal:
     return SemiOrthogonal.load(path, device)
 
 
+def check_pipeline(model: SemiOrthogonal, path: str | Path) -> None:
+    """A --protocol paper model decodes new images by its dataset's pipeline: without one it cannot score."""
+    dataset_name = model.meta.get("dataset", "")
+    if model.config.protocol == "paper" and pipeline_of(dataset_name) is None:
+        raise UserError(f"{path} was fitted with --protocol paper but names no paper dataset "
+                        f"({dataset_name or 'none'}); refit it with train.py")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_flags(args)
@@ -161,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if pixel_threshold is None or image_threshold is None:
         raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
                         "pass --threshold and --image-threshold")
-    dataset_name = model.meta.get("dataset", "")
-    if model.config.protocol == "paper" and pipeline_of(dataset_name) is None:
-        raise UserError(f"{args.model} was fitted with --protocol paper but names no paper dataset "
-                        f"({dataset_name or 'none'}); refit it with train.py")
+    check_pipeline(model, args.model)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
     claim(out, args.overwrite)  # before any image is decoded or any file written

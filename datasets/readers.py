@@ -16,7 +16,7 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_image(path: Path, mode: str = "RGB") -> Image.Image:
+def read_image(path: Path | Image.Image, mode: str = "RGB") -> Image.Image:
     """RGB image (or `mode`); grayscale is repeated to 3 channels. Unreadable or truncated files raise UserError.
 
     16-bit images keep their high byte (value >> 8), for grayscale as Pillow already does for 48-bit
@@ -33,22 +33,29 @@ def read_mask(path: Path, mode: str = "L") -> Image.Image:
     return _read(path, mode, "mask")
 
 
-def _read(path: Path, mode: str, what: str) -> Image.Image:
+def _read(path: Path | Image.Image, mode: str, what: str) -> Image.Image:
+    """`path` may be an image already in memory (api.py): it is then decoded as its file would be."""
     try:
+        if isinstance(path, Image.Image):
+            return _decoded(path, path, mode, what)
         with Image.open(path) as img:
             img.load()
-            if img.getexif().get(ORIENTATION, 1) != 1:  # checked first: without a tag (MVTec AD...) no copy is made
-                img = ImageOps.exif_transpose(img)  # not in_place=True, which Pillow 9.3 (the floor) lacks
-            if img.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I: convert() would clip at 255
-                img = _to_8bit(np.asarray(img), keep_nonzero=what == "mask")
-            elif img.mode == "F":  # convert() would clip [0, 1] data to black
-                img = _float_to_8bit(np.asarray(img), path, what)
-            return img.convert(mode)
+            return _decoded(img, path, mode, what)
     except Image.DecompressionBombError as e:  # raised on the header alone, before decoding a byte
         raise UserError(f"cannot read {what} {path}: {str(e).rstrip('.')}; if it is a real image, "
                         "downscale it first") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read {what} {path}: {e}; replace or remove the file") from None
+
+
+def _decoded(img: Image.Image, path: Path | Image.Image, mode: str, what: str) -> Image.Image:
+    if img.getexif().get(ORIENTATION, 1) != 1:  # checked first: without a tag (MVTec AD...) no copy is made
+        img = ImageOps.exif_transpose(img)  # not in_place=True, which Pillow 9.3 (the floor) lacks
+    if img.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I: convert() would clip at 255
+        img = _to_8bit(np.asarray(img), keep_nonzero=what == "mask")
+    elif img.mode == "F":  # convert() would clip [0, 1] data to black
+        img = _float_to_8bit(np.asarray(img), path, what)
+    return img.convert(mode)
 
 
 def _to_8bit(values: np.ndarray, keep_nonzero: bool) -> Image.Image:

@@ -9,7 +9,7 @@ from models.config import Config
 
 @dataclass(frozen=True)
 class Sample:
-    image: Path
+    image: Path  # or a PIL image in memory (api.py), decoded as its file would be (datasets/readers.py)
     mask: Path | None = None  # None: defect-free (all-zero mask); with label 1: no mask, image metrics only
     label: int = 0  # 1 when the image has a defect
     defect: str = "good"
