@@ -23,6 +23,7 @@ from PIL import Image
 
 from common import UserError
 from datasets.base import ImageDataset, Sample, read_image
+from datasets.batch import loader
 from models import Config, SemiOrthogonal, calibrate, default_k, feature_dim
 from models.backbone import ALL_LAYERS, BACKBONES, build_extractor, check_layers, feature_size
 from models.embedding import APPROXIMATIONS
@@ -73,7 +74,7 @@ class Model:
         decoding, scoring and mapping back to the original size, and the model's calibrated thresholds."""
         c, dataset = self.config, self.core.meta.get("dataset", "")
         # an ImageDataset of one: the decoding train.py fitted with, and the one predict.py scores with
-        pixels = ImageDataset([Sample(image)], c.image_size, c.crop, c.protocol, dataset)[0]["image"]
+        pixels = ImageDataset([Sample(image)], c.image_size, c.crop, c.protocol, dataset)[0].image
         maps, scores = self.core.predict(pixels[None])
         original = read_image(image)
         score_map = to_original_size(maps[0].float().cpu().numpy(), self.core, (original.height, original.width))
@@ -117,7 +118,7 @@ def fit(train_images: Sequence[str | Path], *, backbone: str = RunOptions.backbo
     core = SemiOrthogonal(config, extractor=extractor).to(_device(device))
     # a plain folder of images, as train.py --dataset folder records it: --resume and merges read meta
     core.meta, core.fitted = {"dataset": "folder", "weights": weights}, fitted
-    core.fit(batch["image"] for batch in _batches(train, config, batch_size, workers))
+    core.fit(batch.image for batch in _batches(train, config, batch_size, workers))
     core.finalize()  # the sums stay: save() writes them
     if val:
         validation = score(core, _batches(val, config, batch_size, workers))
@@ -149,7 +150,7 @@ def _check_range(name: str, value: float) -> None:
 def _batches(paths: list[Path], config: Config, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
     """Batches decoded one at a time (train.py's ImageDataset, standard protocol), never all at once."""
     dataset = ImageDataset([Sample(p) for p in paths], config.image_size, config.crop, config.protocol)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    return loader(dataset, batch_size=batch_size, num_workers=workers)
 
 
 def _paths(images: Sequence[str | Path], name: str) -> list[Path]:

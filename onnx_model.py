@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ ONNXRUNTIME_FLOOR = (1, 18)
 def metadata(model) -> dict[str, str]:
     """The ONNX metadata_props of an exported SemiOrthogonal model."""
     # every Config field, as model.pt stores them: fields added later travel without a change here
-    config = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()}
+    config = model.config.stored()
     return {
         "format": FORMAT,
         "config": json.dumps(config),

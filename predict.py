@@ -36,6 +36,7 @@ from PIL import Image
 
 from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
 from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
+from datasets.batch import Item, loader
 from datasets.listing import glob_files
 from datasets.transforms import covered_box, pipeline_of
 from models import SemiOrthogonal
@@ -101,14 +102,12 @@ def find_images(spec: str, out: Path | None = None) -> list[Path]:
 class PredictDataset(ImageDataset):
     """ImageDataset that reports an unreadable file instead of stopping the run."""
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Item:
         try:
             item = super().__getitem__(index)
-            item["error"] = ""
         except UserError as error:
-            item = {"image": torch.zeros(3, *self.output_size),
-                    "mask": torch.zeros(self.output_size, dtype=torch.uint8),
-                    "label": 0, "index": index, "error": str(error)}
+            item = Item(image=torch.zeros(3, *self.output_size), mask=torch.zeros(self.output_size, dtype=torch.uint8),
+                        label=0, index=index, error=str(error))
         return item
 
 
@@ -201,7 +200,7 @@ def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: li
     pixel_threshold, image_threshold = thresholds
     dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
                              model.config.protocol, model.meta.get("dataset", ""))  # as the model was fitted
-    data = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    data = loader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     # the colour scale puts the pixel threshold in the middle, anchored at the normal median
     low = model.thresholds.get("val_pixel_median", 0.0)
     high = 2 * pixel_threshold - low
@@ -210,13 +209,13 @@ def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: li
 
     with tqdm(total=len(paths), unit="img", disable=not progress.wanted(args.quiet), file=sys.stderr) as bar:
         for batch in data:
-            maps, scores = model.predict(batch["image"])
-            for i, index in enumerate(batch["index"].tolist()):
+            maps, scores = model.predict(batch.image)
+            for i, index in enumerate(batch.index.tolist()):
                 bar.update(1)
                 path = paths[index]
-                if batch["error"][i]:
+                if batch.error[i]:
                     failures += 1
-                    print(f"skipped: {one_line(UserError(batch['error'][i]))}", file=sys.stderr)
+                    print(f"skipped: {one_line(UserError(batch.error[i]))}", file=sys.stderr)
                     continue
                 original = read_image(path)
                 score_map = to_original_size(maps[i].float().cpu().numpy(), model, (original.height, original.width))

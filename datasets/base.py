@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from common import UserError
+from datasets.batch import Item, loader
 from datasets.cache import ImageCache
 from datasets.geometry import center_crop_box
 from datasets.readers import IMAGE_SUFFIXES, list_images, read_image, read_mask
@@ -113,7 +114,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return int(array[0])
         check_mask_peaks([(path, peak(path)) for path in masks], self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Item:
         sample = self.samples[index]
         array, size = self._load("image", sample.image)
         # as torchvision's ToTensor and Normalize compute it, bit for bit, for either protocol
@@ -125,12 +126,8 @@ class ImageDataset(torch.utils.data.Dataset):
             if mask_size != size:  # stretching it would mark the wrong pixels as defects
                 raise UserError(f"mask {sample.mask} is {mask_size[0]} x {mask_size[1]} but its image {sample.image} "
                                 f"is {size[0]} x {size[1]}; the mask must match its image's size")
-        return {
-            "image": (pixels - self.mean) / self.std,
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-            "label": sample.label,
-            "index": index,
-        }
+        return Item(image=(pixels - self.mean) / self.std, mask=torch.from_numpy(np.ascontiguousarray(mask)),
+                    label=sample.label, index=index)
 
 
 class SegmentedLoader:
@@ -151,9 +148,8 @@ class SegmentedLoader:
             self.counts.append(len(chunks))
             start = stop
         dataset = torch.utils.data.ConcatDataset(segments) if segments else []
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                             pin_memory=pin_memory) if batches else []
-        self._batches = iter(loader)
+        batched = loader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory) if batches else []
+        self._batches = iter(batched)
         self._next = 0
 
     def next_segment(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models.config import Config
+from models.config import Config, Protocol
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,13 @@ class DataOptions:
     """
     dataset: str = "mvtecad"
     seed: int = Config.seed  # seeded draws (mSTC training frames, the folder dataset's held-out images)
-    protocol: str | None = "standard"  # image pipeline and splits: standard or paper (datasets/transforms.py);
-    # None (train.py --resume without --protocol): the model file's
+    protocol: Protocol | None = Config.protocol  # image pipeline and splits (datasets/transforms.py); None
+    # (train.py --resume without --protocol): the model file's
     image_size: tuple[int, int] | None = None  # --image-size; KolektorSDD under paper labels parts at this size
+
+    def __post_init__(self) -> None:  # --protocol's string becomes its member
+        if self.protocol is not None:
+            object.__setattr__(self, "protocol", Protocol(self.protocol))
 
 
 def given(args: Any, *names: str) -> dict[str, Any]:

@@ -31,10 +31,11 @@ from datasets import find, spec, specs
 from datasets.geometry import centre_square
 from datasets.readers import read_image, read_mask
 from datasets.spec import PaperPipeline, Resize, Step
+from models.config import Protocol
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PROTOCOLS = ("paper", "standard")
+PROTOCOLS = tuple(Protocol)
 
 
 def paper_datasets() -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from common import UserError
-from models.config import Config
+from models.config import Approx, Config
 
-APPROXIMATIONS = ("ortho", "sample", "gaussian", "full", "global", "lowrank", "lowranki", "null")
+APPROXIMATIONS = tuple(Approx)
 IDENTITY = ("full", "global", "lowrank", "lowranki", "null")  # W = I: statistics of all F channels
 
 

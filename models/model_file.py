@@ -8,7 +8,7 @@ Every entry is checked against the config on reading: a damaged file is one line
 """
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,7 @@ def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
     """The dictionary save() writes (tensors and plain values only: loads with weights_only=True)."""
     return {
         "format": FORMAT, "version": VERSION,
-        "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()},
+        "config": model.config.stored(),
         "W": model.W.cpu(),
         "stats": {key: value.cpu() for key, value in model.stats.state().items()},
         "thresholds": dict(model.thresholds),

@@ -17,6 +17,7 @@ import metrics
 import results
 from common import UserError
 from datasets.base import SegmentedLoader
+from datasets.batch import Batch
 from models import SemiOrthogonal, calibrate
 from models.backbone import build_extractor
 from models.distributed import all_reduce_stats
@@ -50,15 +51,15 @@ class CategoryResult:
 
 
 @torch.no_grad()
-def score(model: SemiOrthogonal, batches: Iterable[dict]) -> results.Scores | None:
+def score(model: SemiOrthogonal, batches: Iterable[Batch]) -> results.Scores | None:
     """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
     maps, image_scores, masks, labels = [], [], [], []
 
     def images() -> Iterable[torch.Tensor]:
         for batch in batches:  # masks and labels kept in the order the maps come back in
-            masks.append(batch["mask"].numpy())
-            labels.append(batch["label"].numpy())
-            yield batch["image"]
+            masks.append(batch.mask.numpy())
+            labels.append(batch.label.numpy())
+            yield batch.image
 
     for batch_maps, batch_scores in model.predict_batches(images()):
         maps.append(batch_maps.float().cpu().numpy())
@@ -103,7 +104,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
 
     t = time.perf_counter()
     fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
-    model.fit(batch["image"] for batch in fitting)
+    model.fit(batch.image for batch in fitting)
     if world > 1:
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t

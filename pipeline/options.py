@@ -13,7 +13,7 @@ from typing import Any
 
 from common import UserError
 from datasets.options import DataOptions
-from models.config import Config
+from models.config import Approx, Config
 from pipeline import outputs
 
 
@@ -24,7 +24,7 @@ class RunOptions:
     report: Path
     backbone: str | None = Config.backbone
     weights: str = "imagenet"
-    approx: str | None = Config.approx
+    approx: Approx | None = Config.approx
     k: int | None = None  # None: the backbone's row's k (models/backbone.py), F for full and global
     eps: float | None = None  # None: the dataset's protocol value
     unbiased: bool = Config.unbiased
@@ -44,6 +44,10 @@ class RunOptions:
     layers: tuple[int, ...] | None = Config.layers
     pre_relu: bool | None = Config.pre_relu
     verbose: bool = False
+
+    def __post_init__(self) -> None:  # --approx's string becomes its member
+        if self.approx is not None:
+            object.__setattr__(self, "approx", Approx(self.approx))
 
 
 DEFAULTS = RunOptions(dataset=DataOptions.dataset, report=Path("<experiment>/results.csv"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from tqdm import tqdm
+
+from datasets.batch import Batch
 
 _overall: tqdm | None = None
 
@@ -37,8 +38,8 @@ def bars(total: int, enabled: bool, unit: str = "category") -> Iterator[None]:
         _overall = None
 
 
-def track(batches: Iterable[dict[str, Any]], description: str, total: int) -> Iterator[dict[str, Any]]:
-    """Yields the batches; with bars shown, counts their images ("image" rows) against `total`."""
+def track(batches: Iterable[Batch], description: str, total: int) -> Iterator[Batch]:
+    """Yields the batches; with bars shown, counts their images against `total`."""
     if _overall is None:
         yield from batches
         return
@@ -46,7 +47,7 @@ def track(batches: Iterable[dict[str, Any]], description: str, total: int) -> It
               dynamic_ncols=True) as bar:
         for batch in batches:
             yield batch
-            bar.update(len(batch["image"]))  # once the consumer is done with it
+            bar.update(len(batch))  # once the consumer is done with it
         bar.refresh()  # update() draws at most every 0.1 s: show the phase's full count before it clears
 
 

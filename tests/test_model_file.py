@@ -1,7 +1,6 @@
 """Model file format 2 (packed sums, written once), format 1 still read, and --no-save-model."""
 import json
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ def write_version_1(model: SemiOrthogonal, path: Path) -> None:
     stats = model.stats
     full = unpack_lower(stats.sum_zz, stats.sum_z.shape[1])
     torch.save({"format": "semiortho-model", "version": 1,
-                "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()},
+                "config": model.config.stored(),  # plain lists and strings, as format 1 held them
                 "W": model.W, "stats": {"n": torch.tensor(stats.n), "shift": stats.shift, "sum_z": stats.sum_z,
                                         "sum_zz": full},
                 "thresholds": {"pixel": 1.5}, "meta": {}, "backbone": model.extractor.state_dict()}, path)

@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def write_version_1(model, path: Path) -> None:
     stats = model.stats
     full = unpack_lower(stats.sum_zz, stats.sum_z.shape[1])
     torch.save({"format": "semiortho-model", "version": 1, "W": model.W,
-                "config": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(model.config).items()},
+                "config": model.config.stored(),
                 "stats": {"n": torch.tensor(stats.n), "shift": stats.shift, "sum_z": stats.sum_z,
                           "sum_zz": full},
                 "thresholds": {}, "meta": {}, "backbone": model.extractor.state_dict()}, path)

@@ -83,8 +83,8 @@ def phases(root: Path, category: str, args: argparse.Namespace) -> list[dict]:
     with Phase(report, "decode", len(fit) + len(test), device):
         size = model.config.image_size
         data = SegmentedLoader([ImageDataset(fit, size), ImageDataset(test, size)], batch, args.workers)
-        fit_batches = [b["image"] for b in data.next_segment()]
-        test_batches = [(b["image"], b["mask"]) for b in data.next_segment()]
+        fit_batches = [b.image for b in data.next_segment()]
+        test_batches = [(b.image, b.mask) for b in data.next_segment()]
     with torch.inference_mode():
         with Phase(report, "backbone forward", len(fit) + len(test), device):
             for images in fit_batches + [t[0] for t in test_batches]:

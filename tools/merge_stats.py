@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import _root  # noqa: F401
@@ -29,7 +29,7 @@ from models.semi_ortho import stats_class
 MAY_DIFFER: tuple[str, ...] = ()
 MUST_MATCH = tuple(f.name for f in fields(Config) if f.name not in MAY_DIFFER)
 META_MUST_MATCH = ("dataset", "category")  # what the fits are of; "weights" spells a file path: W and tensors decide
-DEFAULTS = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(Config()).items()}
+DEFAULTS = Config().stored()
 
 
 def setting(state: dict, key: str):
