@@ -198,7 +198,10 @@ def test_each_row_equals_torchvision(name, layers, pre_relu):
 
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_pre_relu_is_offered_where_every_tap_ends_in_a_relu(name):
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = torchvision.models.get_model(BACKBONES[name].builder)
+    except (NotImplementedError, RuntimeError):  # a builder that computes on tensors (RegNet's widths)
         model = torchvision.models.get_model(BACKBONES[name].builder)
     try:
         tap_graph(model, BACKBONES[name].taps, pre_relu=True)
