@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from results import CSV_COLUMNS
+from tests.helpers.data import write_kolektor
 from tools.summarize import main as summarize_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,7 @@ if not args or not args[0].endswith("train.py"):
     os.execv({python!r}, [{python!r}, *args])
 sys.path.insert(0, {repo!r})
 from results import CSV_COLUMNS
+from tests.helpers.data import write_kolektor
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps(args[1:]) + "\\n")
 flags = {{k: v for k, v in zip(args[1:], args[2:]) if k.startswith("--")}}  # the last occurrence wins
@@ -155,3 +157,25 @@ def test_reproduce_paper_runs_every_experiment_then_the_comparison(tmp_path):
     assert table_row(text, "KolektorSDD", "Fold 3")[4:] == [".976", ".920", "-.056"]
     assert table_row(text, "mSTC", "ROC")[4:] == [".921", ".900", "-.021"]
     assert table_row(text, "KolektorSDD2", "ROC")[4:] == [".981", "-", "-"]  # its run failed
+
+
+def test_a_failed_reproduce_paper_leaves_no_empty_dataset_folders(tmp_path):
+    """Every dataset fails here (real train.py): MVTec AD, KolektorSDD2 and mSTC before any output, KolektorSDD
+    on an unreadable image after its output folders exist. Each failed run removes the folders it created,
+    so the experiment holds nothing, not an empty kolektor/."""
+    roots = {name: tmp_path / "data" / name for name in ("MVTEC_DATA", "KOLEKTOR_DATA", "KOLEKTOR2_DATA", "STC_DATA")}
+    for root in roots.values():
+        root.mkdir(parents=True)
+    write_kolektor(roots["KOLEKTOR_DATA"], n_folders=3, parts=2)
+    for image in roots["KOLEKTOR_DATA"].rglob("*.jpg"):
+        image.write_bytes(b"not a JPEG")
+    ambient = ("DATA", "MVTEC_DATA", "MVTEC_NAME", "KOLEKTOR_DATA", "KOLEKTOR2_DATA", "STC_DATA", "STC_NAME")
+    env = {**{k: v for k, v in os.environ.items() if k not in ambient}, "PYTHON": sys.executable,
+           **{k: str(v) for k, v in roots.items()}}
+    exp = tmp_path / "exp"
+    done = subprocess.run([str(REPO / "script" / "reproduce_paper.sh"), str(exp), "--weights", "random", "--model",
+                           "resnet18", "--workers", "0"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "cannot read image" in done.stderr and "no experiment finished" in done.stderr, done.stderr
+    assert not exp.exists() or not any(exp.rglob("*")), sorted(map(str, exp.rglob("*")))
