@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class SettingError(UserError):
 
 
 class _Settings(string.Template):
-    idpattern, flags = r"[a-z][a-z_]*", 0  # lowercase names only: "$HOME" stays as it is
+    idpattern, flags = r"[a-z][a-z_]*", 0  # type: ignore[assignment]  # typeshed: RegexFlag. Lowercase names only: "$HOME" stays
 
 
 class _Named(dict):
@@ -120,10 +120,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None], size: int | Non
     if refused is None:
         return
     # Raised out here, where the failed write's frames are gone: torch.save keeps its file open in them,
-    # and the space of the removed temp file comes back only once it is closed.
+    # and the space of the removed temp file comes back only once it is closed. (refused: a _WRITE_ERRORS key)
     if refused == errno.ENOSPC:
         raise no_space(path, size, written)
-    raise OutputError(os_error_line(OSError(refused, os.strerror(refused), str(path))), refused)
+    raise OutputError(cast(str, os_error_line(OSError(refused, os.strerror(refused), str(path)))), refused)
 
 
 def _size_of(path: str | None) -> int:
@@ -223,7 +223,8 @@ def _json_default(value: Any) -> Any:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: float16 score maps barely compress, and zlib costs seconds
+            # uncompressed: float16 score maps barely compress, and zlib costs seconds; the ignore: mypy
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # matches **arrays against allow_pickle: bool
     atomic_write(path, write)
 
 
