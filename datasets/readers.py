@@ -34,6 +34,7 @@ def read_mask(path: Path, mode: str = "L") -> Image.Image:
 
 
 def _read(path: Path, mode: str, what: str) -> Image.Image:
+    img: Image.Image  # opened as an ImageFile; the transpose and conversions below return a plain Image
     try:
         with Image.open(path) as img:
             img.load()
