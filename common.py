@@ -77,7 +77,7 @@ class OutputError(UserError, OSError):
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
-        self.errno = code
+        self.errno = code  # type: ignore[assignment]  # mypy 1.13's typeshed: errno is int, not int | None
 
 
 def one_line(error: BaseException) -> str:
@@ -90,7 +90,7 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], size: int | None = None) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object], size: int | None = None) -> None:
     """Call write(tmp_path) on a temp file beside `path`, then rename it into place.
 
     A crash leaves either the old file or none, never a half-written one. A full disk or a folder that
