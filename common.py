@@ -40,7 +40,8 @@ class SettingError(UserError):
 
 
 class _Settings(string.Template):
-    idpattern, flags = r"[a-z][a-z_]*", 0  # type: ignore[assignment]  # typeshed: RegexFlag. Lowercase names only: "$HOME" stays
+    # lowercase names only: "$HOME" stays as it is
+    idpattern, flags = r"[a-z][a-z_]*", 0  # type: ignore[assignment]  # typeshed wants a RegexFlag; 0 is none
 
 
 class _Named(dict):
@@ -223,8 +224,8 @@ def _json_default(value: Any) -> Any:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            # uncompressed: float16 score maps barely compress, and zlib costs seconds; the ignore: mypy
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # matches **arrays against allow_pickle: bool
+            # uncompressed: float16 score maps barely compress, and zlib costs seconds
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against allow_pickle: bool
     atomic_write(path, write)
 
 
