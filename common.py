@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class SettingError(UserError):
 
 
 class _Settings(string.Template):
-    idpattern, flags = r"[a-z][a-z_]*", 0  # lowercase names only: "$HOME" stays as it is
+    # lowercase names only: "$HOME" stays as it is
+    idpattern, flags = r"[a-z][a-z_]*", 0  # type: ignore[assignment]  # typeshed wants a RegexFlag; 0 is none
 
 
 class _Named(dict):
@@ -77,7 +78,7 @@ class OutputError(UserError, OSError):
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
-        self.errno = code
+        self.errno = code  # type: ignore[assignment]  # mypy 1.13's typeshed: errno is int, not int | None
 
 
 def one_line(error: BaseException) -> str:
@@ -90,7 +91,7 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], size: int | None = None) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object], size: int | None = None) -> None:
     """Call write(tmp_path) on a temp file beside `path`, then rename it into place.
 
     A crash leaves either the old file or none, never a half-written one. A full disk or a folder that
@@ -120,10 +121,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None], size: int | Non
     if refused is None:
         return
     # Raised out here, where the failed write's frames are gone: torch.save keeps its file open in them,
-    # and the space of the removed temp file comes back only once it is closed.
+    # and the space of the removed temp file comes back only once it is closed. (refused: a _WRITE_ERRORS key)
     if refused == errno.ENOSPC:
         raise no_space(path, size, written)
-    raise OutputError(os_error_line(OSError(refused, os.strerror(refused), str(path))), refused)
+    raise OutputError(cast(str, os_error_line(OSError(refused, os.strerror(refused), str(path)))), refused)
 
 
 def _size_of(path: str | None) -> int:
@@ -223,7 +224,8 @@ def _json_default(value: Any) -> Any:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: float16 score maps barely compress, and zlib costs seconds
+            # uncompressed: float16 score maps barely compress, and zlib costs seconds
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against allow_pickle: bool
     atomic_write(path, write)
 
 

@@ -64,14 +64,14 @@ class Scores:
 def write_scores(path: str | Path, scores: Scores) -> None:
     """float16 maps, uncompressed: they barely compress, and zlib costs seconds per category."""
     n = len(scores)
-    arrays = {"maps": scores.maps.astype(np.float16), "masks": scores.masks.astype(np.uint8),
+    arrays: dict[str, np.ndarray] = {"maps": scores.maps.astype(np.float16), "masks": scores.masks.astype(np.uint8),
               "labels": scores.labels.astype(np.int8), "image_scores": scores.image_scores.astype(np.float32),
               "defects": scores.defects if scores.defects is not None else np.array(["good"] * n),
               "paths": scores.paths if scores.paths is not None else np.array([""] * n)}
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against allow_pickle: bool
     atomic_write(path, write, size=sum(a.nbytes for a in arrays.values()))  # uncompressed: about the arrays
 
 
@@ -265,7 +265,7 @@ def append_rows(report: str | Path, rows: list[dict[str, str]]) -> None:
 def number(cell: str | None) -> float | None:
     """A metric cell of results.csv as a float; None for an empty, missing or nan cell."""
     try:
-        value = float(cell)
+        value = float(cell)  # type: ignore[arg-type]  # None raises TypeError, caught below
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value

@@ -18,7 +18,8 @@ from datasets.samples import Sample, Splits
 from datasets.spec import DatasetSpec
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path | None, options: DataOptions) -> list[str]:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     found = sorted(p.name for p in Path(root).iterdir() if (p / "train" / "ok").is_dir())
     if not found:
         raise UserError(f"no BTAD product under {root}: expected {Path(root) / '01' / 'train' / 'ok'} (01, 02, 03)")
@@ -34,7 +35,8 @@ def images(path: Path, what: str) -> list[Path]:
     return listed
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path | None, category: str, options: DataOptions) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     folder = Path(root) / category
     if not (folder / "train" / "ok").is_dir():
         raise UserError(f"no BTAD product {category!r}: {folder / 'train' / 'ok'} not found; check --category "

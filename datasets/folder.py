@@ -91,6 +91,7 @@ def categories(root: Path | None, options: FolderOptions) -> list[str]:
     if options.normal_dir is None:
         raise UserError("--dataset folder needs --normal-dir, the folder of defect-free images")
     normal = folder(root, options.normal_dir, "--normal-dir", "defect-free images")
+    assert normal is not None  # normal_dir is set: checked above
     name = options.name or normal.resolve().name
     if "," in name:
         raise UserError(f"--dataset folder has one category; --category {name} names it, without commas")
@@ -148,6 +149,7 @@ def load(root: Path | None, category: str, options: FolderOptions) -> Splits:
     normal_test_dir = folder(root, options.normal_test_dir, "--normal-test-dir", "defect-free test images")
     if mask_dir is not None and abnormal is None:
         raise UserError("--mask-dir needs --abnormal-dir, the images the masks belong to")
+    assert normal_dir is not None  # categories(), called before any load, refuses a run without it
     normal = images(normal_dir, "--normal-dir")
     if normal_test_dir is not None:
         fit, normal_test = normal, images(normal_test_dir, "--normal-test-dir")

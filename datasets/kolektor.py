@@ -140,7 +140,7 @@ def parse_fold(category: str) -> int:
     return fold
 
 
-def categories(root: Path, options: KolektorOptions) -> list[str]:
+def categories(root: Path | None, options: KolektorOptions) -> list[str]:
     fold = options.fold
     if fold is not None:
         return [f"fold{parse_fold(str(fold))}"]
@@ -185,7 +185,8 @@ def labelled(image: Path, mask: Path, what: str, paper_size: tuple[int, int] | N
     return Sample(image=image, mask=None, label=0, defect="good")
 
 
-def load(root: Path, category: str, options: KolektorOptions) -> Splits:
+def load(root: Path | None, category: str, options: KolektorOptions) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     root = Path(root)
     fold = parse_fold(category)
     size = image_size(options)

@@ -43,11 +43,12 @@ def ksdd2_split(root: Path, split: str, notes: list[str], paper_size: tuple[int,
             for _, image in sorted(images)]
 
 
-def categories(root: Path, options: ScaleOptions) -> list[str]:
+def categories(root: Path | None, options: ScaleOptions) -> list[str]:
     return ["ksdd2"]
 
 
-def load(root: Path, category: str, options: ScaleOptions) -> Splits:
+def load(root: Path | None, category: str, options: ScaleOptions) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     if category not in ("ksdd2", "all"):
         raise UserError(f"KolektorSDD2 has one category, ksdd2, not {category!r}; use --category ksdd2")
     notes: list[str] = []

@@ -18,7 +18,8 @@ from datasets.spec import DatasetSpec
 CATEGORIES = ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes")
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path | None, options: DataOptions) -> list[str]:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     found = [c for c in CATEGORIES if (Path(root) / c / "train" / "good").is_dir()]
     if not found:
         raise UserError(f"no MPDD category under {root}: expected {Path(root) / CATEGORIES[0] / 'train' / 'good'} "
@@ -26,7 +27,7 @@ def categories(root: Path, options: DataOptions) -> list[str]:
     return found
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path | None, category: str, options: DataOptions) -> Splits:
     if category not in CATEGORIES:
         raise UserError(f"MPDD has no category {category!r}; its categories are {', '.join(CATEGORIES)}")
     return mvtec.load(root, category, options)

@@ -9,12 +9,14 @@ from datasets.samples import Sample, Splits
 from datasets.spec import CenterCrop, DatasetSpec, PaperPipeline, Resize
 
 
-def categories(root: Path, args=None) -> list[str]:
+def categories(root: Path | None, args=None) -> list[str]:
     """Every folder of `root` that has train/good, sorted."""
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
 
 
-def load(root: Path, category: str, args=None) -> Splits:
+def load(root: Path | None, category: str, args=None) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     folder = root / category
     if not (folder / "train" / "good").is_dir():
         found = ", ".join(categories(root)) or "none"

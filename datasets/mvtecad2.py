@@ -23,7 +23,8 @@ from datasets.samples import Sample, Splits
 from datasets.spec import DatasetSpec
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path | None, options: DataOptions) -> list[str]:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     found = sorted(p.name for p in Path(root).iterdir() if (p / "train" / "good").is_dir())
     if not found:
         raise UserError(f"no MVTec AD 2 category under {root}: expected {Path(root) / '<category>' / 'train' / 'good'}")
@@ -39,7 +40,8 @@ def folder_of(path: Path, what: str) -> list[Path]:
     return listed
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path | None, category: str, options: DataOptions) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     folder = Path(root) / category
     if not (folder / "train" / "good").is_dir():
         raise UserError(f"no category {category!r}: {folder / 'train' / 'good'} not found; check --category "

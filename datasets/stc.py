@@ -89,11 +89,12 @@ def _int_arg(args, name: str, default: int) -> int:
     return default if value is None else int(value)
 
 
-def categories(root: Path, args) -> list[str]:
+def categories(root: Path | None, args) -> list[str]:
     return ["mstc"]
 
 
-def load(root: Path, category: str, args) -> Splits:
+def load(root: Path | None, category: str, args) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     if category not in ("mstc", "all"):
         raise UserError(f"mSTC has one category, mstc, not {category!r}; use --category mstc")
     root = resolve_root(root)

@@ -79,6 +79,7 @@ def run_test(job: TestJob, output: Path) -> tuple[str, int]:
             shutil.rmtree(stale)
     masks_tmp = fresh_partial(masks_final)
     frames_tmp = fresh_partial(frames_final)
+    assert job.pixel is not None and job.frame_mask is not None  # plan() refuses a clip without either
     try:
         pixel_label = f"{job.pixel[0]}:{job.pixel[1]}"
         try:
@@ -166,7 +167,8 @@ def preprocess(archives: Path, output: Path, workers: int = 1, quality: int = 95
     for sub in ("train", "test", "pixel_mask"):
         (output / sub).mkdir(exist_ok=True)
     remove_partials(output)  # left by a killed run
-    jobs = [job for job in (*train_jobs, *test_jobs) if not is_done(job, output)]
+    every: tuple[TrainJob | TestJob, ...] = (*train_jobs, *test_jobs)
+    jobs = [job for job in every if not is_done(job, output)]
     skipped = len(train_jobs) + len(test_jobs) - len(jobs)
     done = frames = 0
     start = time.perf_counter()

@@ -44,7 +44,8 @@ def read_split(root: Path) -> list[dict[str, str]]:
     return rows
 
 
-def categories(root: Path, options: DataOptions) -> list[str]:
+def categories(root: Path | None, options: DataOptions) -> list[str]:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     return sorted({row["object"] for row in read_split(root)})
 
 
@@ -55,12 +56,14 @@ def existing(root: Path, relative: str, what: str) -> Path:
     return path
 
 
-def load(root: Path, category: str, options: DataOptions) -> Splits:
+def load(root: Path | None, category: str, options: DataOptions) -> Splits:
+    assert root is not None  # needs_root: train.py refuses to run without the dataset folder
     rows = [row for row in read_split(root) if row["object"] == category]
     if not rows:
         raise UserError(f"no category {category!r} in {Path(root) / SPLIT_FILE} (found: "
                         f"{', '.join(categories(root, options))})")
-    train, test = [], []
+    train: list[Sample] = []
+    test: list[Sample] = []
     for row in rows:
         image = existing(root, row["image"], "image")
         if row["label"] == "normal":

@@ -65,6 +65,7 @@ class PaperCounts:
             defect_bins = bins[positive[i]]
             defects_at[i] = np.bincount(defect_bins, minlength=width)
             if regions and defect_bins.size:  # image i's regions are numbered first .. first + count - 1
+                assert labels is not None  # regions: labelled above
                 first, count = np.searchsorted(region_image, i), np.count_nonzero(region_image == i)
                 region = labels[i].ravel()[positive[i]].astype(np.int64) - 1 - first
                 hits[first:first + count] = np.bincount(region * width + defect_bins,
@@ -72,6 +73,7 @@ class PaperCounts:
         counts = cls(_above_each(pixels_at - defects_at), _above_each(defects_at), (~positive).sum(axis=1),
                      positive.sum(axis=1))
         if regions:
+            assert labels is not None  # regions: labelled above
             sizes = np.bincount(labels.ravel(), minlength=region_image.size + 1)[1:]
             counts.region_hits = _above_each(hits) / sizes[:, None]
             counts.region_image = region_image
@@ -86,6 +88,7 @@ class PaperCounts:
         check_fpr_limit(fpr_limit)
         if self.region_hits is None:
             raise ValueError("PaperCounts.of(..., regions=True) is needed for pro()")
+        assert self.region_image is not None  # of() sets it with region_hits
         if self.region_image.size == 0 or not self.negatives.any():
             return float("nan")
         n_images = len(self.negatives)

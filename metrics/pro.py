@@ -8,7 +8,8 @@ import numpy as np
 from .inputs import as_maps_and_masks, check_fpr_limit, label_regions
 
 # numpy 2.0 renamed trapz to trapezoid and 2.4 removed trapz; requirements.txt allows both sides
-trapezoid = getattr(np, "trapezoid", None) or np.trapz
+# (numpy 2.4's stubs have no trapz: only numpy < 2 reaches it)
+trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]
 
 
 def pro_curve(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3,

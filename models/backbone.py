@@ -116,7 +116,8 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+        # numpy declares ndarray.__buffer__ for Python >= 3.12 only; mypy checks as 3.11
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]
     return digest.hexdigest()
 
 

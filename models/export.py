@@ -5,6 +5,8 @@ triangular solve anyway): the distance |L^{-1} (z - mu)| is a batched matrix pro
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from common import SettingError
@@ -21,6 +23,11 @@ class ScoringGraph(torch.nn.Module):
     in float32 whatever backbone_dtype the model was fitted with.
     """
 
+    # the buffers, which nn.Module's __getattr__ would type as Tensor | Module
+    W: torch.Tensor
+    mu: torch.Tensor
+    L_inv: torch.Tensor
+
     def __init__(self, model: SemiOrthogonal):
         super().__init__()
         if getattr(model, "precision", None) is not None:  # --approx variants that score without mu and L
@@ -34,9 +41,10 @@ class ScoringGraph(torch.nn.Module):
         self.sigma = model.config.sigma
         self.project = model.project
         self.register_buffer("W", model.W)
+        assert model.mu is not None  # finalize() sets it with L_packed or L_inv
         self.register_buffer("mu", model.mu.float())
         # an exported graph scores by GEMM: L^{-1}, even where the model itself solves with L
-        L_inv = inverse_of_packed(model.L_packed) if model.L_inv is None else model.L_inv
+        L_inv = inverse_of_packed(cast(torch.Tensor, model.L_packed)) if model.L_inv is None else model.L_inv
         self.register_buffer("L_inv", L_inv.float())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self, cast
 
 import torch
 
@@ -87,7 +88,7 @@ class RunningStats:
         return {"n": torch.tensor(self.n), "shift": self.shift, "sum_z": self.sum_z, "sum_zz_packed": self.sum_zz}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> RunningStats:
+    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> Self:
         """From a model file's sums: packed (format 2) or full k x k matrices (format 1)."""
         stats = cls.__new__(cls)
         stats.n = int(state["n"])
@@ -107,7 +108,7 @@ def _lower_indices_cpu(k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def lower_indices(k: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the lower triangle (row by row) in a k x k matrix, and of its mirror image."""
-    return tuple(index.to(device) for index in _lower_indices_cpu(k))
+    return cast(tuple[torch.Tensor, torch.Tensor], tuple(index.to(device) for index in _lower_indices_cpu(k)))
 
 
 def pack_lower(matrices: torch.Tensor) -> torch.Tensor:

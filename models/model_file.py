@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -43,6 +43,7 @@ DAMAGED = "the file is damaged: refit or restore it"
 
 def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
     """The dictionary save() writes (tensors and plain values only: loads with weights_only=True)."""
+    assert model.stats is not None  # save(), the one caller, refuses a model without its sums
     return {
         "format": FORMAT, "version": VERSION,
         "config": model.config.stored(),
@@ -114,8 +115,9 @@ def tensor_problem(state: dict, config: Config) -> str | None:
     h, w = feature_size(config.input_size, config.backbone)
     rows = 1 if config.approx == "global" else h * w  # global: one (F, F) sum, packed as a single row
     stats = state["stats"]
-    expected = {"W": (state["W"], (F, d)), "stats shift": (stats["shift"], (h * w, d)),
-                "stats sum_z": (stats["sum_z"], (h * w, d))}
+    expected: dict[str, tuple[Any, tuple[int, ...]]] = {
+        "W": (state["W"], (F, d)), "stats shift": (stats["shift"], (h * w, d)),
+        "stats sum_z": (stats["sum_z"], (h * w, d))}
     if "sum_zz_packed" in stats:
         expected["stats sum_zz_packed"] = (stats["sum_zz_packed"], (rows, d * (d + 1) // 2))
     else:  # format 1
@@ -204,7 +206,7 @@ def config_from_state(state: dict, path: str | Path = "the model file") -> Confi
 def size(value) -> tuple[int, int]:
     if isinstance(value, (str, bytes)) or len(value) != 2:
         raise ValueError(f"size {value!r} is not (H, W)")
-    return tuple(int(v) for v in value)
+    return cast(tuple[int, int], tuple(int(v) for v in value))  # two: checked above
 
 
 def config_problem(c: Config) -> str | None:

@@ -21,7 +21,7 @@ class PooledStats(RunningStats):
         self.sum_z = torch.zeros(positions, k, device=device)
         self.sum_zz = torch.zeros(k, k, device=device)
 
-    def update(self, z: torch.Tensor) -> None:
+    def update(self, z: torch.Tensor, chunk: int | None = None) -> None:  # chunk: RunningStats' signature
         """z: (P, B, F)."""
         if self.n == 0:
             self.shift.copy_(z.mean(dim=1))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from models.config import Config
 from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
 from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
-from models.lowrank import EIGEN_APPROXIMATIONS, fit_eigen
+from models.lowrank import EIGEN_APPROXIMATIONS, EigenPrecision, fit_eigen
 from models.model_file import (
     check_backbone_tensors,
     config_from_state,
@@ -22,12 +23,19 @@ from models.model_file import (
     referenced_backbone,
     save_state,
 )
-from models.pooled import PooledStats, fit_pooled
+from models.pooled import PooledPrecision, PooledStats, fit_pooled
 from models.postprocess import smooth
 
 
 class SemiOrthogonal(torch.nn.Module):
     """Multi-scale features -> z = W^T x -> one Gaussian per position -> Mahalanobis score maps."""
+
+    # the buffers, which nn.Module's __getattr__ would type as Tensor | Module
+    W: torch.Tensor
+    mu: torch.Tensor | None
+    L_packed: torch.Tensor | None
+    L_inv: torch.Tensor | None
+    precision: PooledPrecision | EigenPrecision | None
 
     def __init__(self, config: Config, weights: str = "imagenet", extractor: FeatureExtractor | None = None):
         """`extractor`: an already built backbone to share between models (building WRN-50-2 takes seconds)."""
@@ -116,6 +124,7 @@ class SemiOrthogonal(torch.nn.Module):
         for features in feature_batches:
             size = features[0].shape[0]
             if filled and filled + size > capacity:
+                assert self._buffer is not None  # filled: earlier batches are in it
                 yield self._buffer[:, :filled], sizes
                 sizes, filled = [], 0
             needed = (self.positions, max(capacity, size), self.W.shape[1])
@@ -127,6 +136,7 @@ class SemiOrthogonal(torch.nn.Module):
             sizes.append(size)
             filled += size
         if filled:
+            assert self._buffer is not None  # filled: earlier batches are in it
             yield self._buffer[:, :filled], sizes
 
     def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
@@ -154,7 +164,7 @@ class SemiOrthogonal(torch.nn.Module):
             raise UserError("no training images were fitted")
         c = self.config
         if c.approx == "global":
-            self.precision = fit_pooled(self.stats, c.eps, c.unbiased)
+            self.precision = fit_pooled(cast(PooledStats, self.stats), c.eps, c.unbiased)  # stats_class's
         elif c.approx in EIGEN_APPROXIMATIONS:
             self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size)
         elif inverse or (inverse is None and self.device.type != "cpu"):
@@ -170,10 +180,11 @@ class SemiOrthogonal(torch.nn.Module):
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
         if self.precision is not None:
             return self.precision.distance(z).t().reshape(-1, *self.feature_size)
+        mu = cast(torch.Tensor, self.mu)  # finalize() sets it with L_inv or L_packed
         if self.L_inv is not None:
-            distances = whitened_distance(z, self.mu, self.L_inv)
+            distances = whitened_distance(z, mu, self.L_inv)
         elif self.L_packed is not None:
-            distances = mahalanobis(z, self.mu, self.L_packed)
+            distances = mahalanobis(z, mu, self.L_packed)
         else:
             raise RuntimeError("finalize() the model before scoring")
         return distances.t().reshape(-1, *self.feature_size)

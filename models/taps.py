@@ -1,6 +1,8 @@
 """A torchvision model cut down to the graph of its taps: pre-ReLU taps, batch norms folded into convs."""
 from __future__ import annotations
 
+from typing import cast
+
 from torch import fx, nn, relu
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -37,7 +39,7 @@ def fold_batch_norms(body: fx.GraphModule) -> fx.GraphModule:
     one node)."""
     for node in body.graph.nodes:
         if node.op == "call_module" and isinstance(body.get_submodule(node.target), nn.Sequential):
-            _fold_children(body.get_submodule(node.target))
+            _fold_children(cast(nn.Sequential, body.get_submodule(node.target)))  # checked just above
     modules = dict(body.named_modules())
     calls: dict[str, int] = {}
     for node in body.graph.nodes:
@@ -48,9 +50,9 @@ def fold_batch_norms(body: fx.GraphModule) -> fx.GraphModule:
             continue
         conv = node.args[0]
         if not (isinstance(conv, fx.Node) and conv.op == "call_module" and isinstance(modules[conv.target], nn.Conv2d)
-                and len(conv.users) == 1 and calls[conv.target] == 1 and calls[node.target] == 1):
+                and len(conv.users) == 1 and calls[cast(str, conv.target)] == 1 and calls[node.target] == 1):
             continue
-        parent, _, attribute = conv.target.rpartition(".")
+        parent, _, attribute = cast(str, conv.target).rpartition(".")  # a call_module node names its module
         setattr(body.get_submodule(parent), attribute, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
         node.replace_all_uses_with(conv)
         body.graph.erase_node(node)
@@ -63,6 +65,7 @@ def _fold_children(sequence: nn.Sequential) -> None:
     previous_name, previous = None, None
     for name, child in list(sequence.named_children()):
         if isinstance(child, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d):
+            assert previous_name is not None  # set with previous
             setattr(sequence, previous_name, fuse_conv_bn_eval(previous, child))
             setattr(sequence, name, nn.Identity())
         elif isinstance(child, nn.Sequential):

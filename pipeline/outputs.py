@@ -55,7 +55,7 @@ def _owner_is_dead(path: Path, target: Path) -> bool | None:
 
 def clean_stale(target: Path) -> list[str]:
     """Removes what dead runs left around `target`; returns notes on leftovers it could not judge."""
-    notes = []
+    notes: list[str] = []
     if not target.parent.is_dir():
         return notes
     for kind in (OLD, STAGING):  # restore before deleting: an OLD without its target is the only copy

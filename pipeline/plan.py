@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -36,7 +37,7 @@ class Plan:
     fitted: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))  # model.fitted
 
 
-def split_validation(train: list[Sample], protocol: str = "standard") -> tuple[list[Sample], list[Sample]]:
+def split_validation(train: list[Sample], protocol: str | None = "standard") -> tuple[list[Sample], list[Sample]]:
     """Every 10th training image is held out as (normal) validation: index % 10 == 9, or, under --protocol
     paper, index % 10 == 0 as the authors' code does."""
     held = 0 if protocol == "paper" else 9
@@ -45,13 +46,14 @@ def split_validation(train: list[Sample], protocol: str = "standard") -> tuple[l
 
 def plan_category(options: RunOptions, data: DataOptions, root: Path | None, category: str, out_dir: Path) -> Plan:
     state = read_model_file(options.resume, mmap=True) if options.resume is not None else None
-    stored = config_from_state(state, options.resume) if state is not None else None
+    stored = config_from_state(state, cast(Path, options.resume)) if state is not None else None  # read from it
     pipeline = options.dataset
     if stored is not None:  # the loader labels KolektorSDD parts with the stored pipeline and size
+        assert state is not None  # stored was read from it
         data = replace(data, protocol=data.protocol or stored.protocol, image_size=data.image_size or stored.image_size)
         if data.protocol == "paper":  # new images decoded as the fitted ones were, whatever their layout
             pipeline = (state.get("meta") or {}).get("dataset", options.dataset)
-        check_protocol(pipeline, data.protocol, data.image_size)
+        check_protocol(pipeline, cast(str, data.protocol), data.image_size)  # or stored.protocol, a str
     dataset = spec(options.dataset)
     splits = dataset.load(root, category, data)
     for note in splits.notes:
@@ -67,6 +69,10 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
     image_size = options.image_size or splits.image_size
     eps = splits.eps if options.eps is None else options.eps
     if options.resume is None:
+        # train.py resolves each setting of a new fit (defaults(), the backbone's k); only --resume leaves them None
+        assert (options.backbone is not None and options.k is not None and options.approx is not None
+                and options.seed is not None and options.backbone_dtype is not None and data.protocol is not None
+                and options.layers is not None and options.pre_relu is not None)
         config = Config(backbone=options.backbone, k=options.k, approx=options.approx, seed=options.seed,
                         image_size=image_size, crop=options.crop, eps=eps, unbiased=options.unbiased,
                         backbone_dtype=options.backbone_dtype, protocol=data.protocol, layers=options.layers,
@@ -77,6 +83,7 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
         meta = {"dataset": options.dataset, "category": category, "weights": options.weights}
         return Plan(category, out_dir, splits, fit, val, config, options.dataset, meta, file_digests(fit))
+    assert state is not None and stored is not None  # --resume: both read above
     check_resume(options, stored, data.protocol)
     meta = resumed_meta(options, state, category)
     fitted = new_images(options.resume, state, fit)

@@ -86,7 +86,7 @@ def _stroke(size: int, points: np.ndarray, width: float, soft: float) -> np.ndar
     canvas = np.zeros((size, size), np.uint8)
     pts = np.round(points * 16).astype(np.int32).reshape(-1, 1, 2)  # 4 bits of sub-pixel precision
     cv2.polylines(canvas, [pts], False, 255, thickness=max(1, int(round(width))), lineType=cv2.LINE_AA, shift=4)
-    alpha = canvas.astype(np.float32) / 255
+    alpha: np.ndarray = canvas.astype(np.float32) / 255
     if soft > 0.3:
         alpha = cv2.GaussianBlur(alpha, (0, 0), soft)
         alpha = np.clip(alpha * 1.6, 0, 1)  # blurring thins the core; restore a solid centre line
@@ -141,6 +141,7 @@ def _stain(rng: np.random.Generator, scene: Scene, size: int, low: bool) -> _Dra
     radius = max(3.0, rng.uniform(0.035, 0.09) * size)
     alpha = _blob(rng, size, _place(rng, scene, size), radius, 0.5, 0.01 * size)
     strength = float(rng.uniform(0.1, 0.18) if low else rng.uniform(0.3, 0.55))
+    tint: np.float32 | np.ndarray  # one grey factor, or an RGB one
     if scene.image.shape[2] == 1:
         tint = np.float32(1 - strength if rng.random() < 0.7 else 1 + strength)
     else:  # a coloured contaminant: dark brown, rust, or a blue-ish dye

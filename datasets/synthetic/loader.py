@@ -12,7 +12,7 @@ import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -51,7 +51,7 @@ def generate_category(root: Path, category: str, *, seed: int = 0, image_size: i
     return _build_and_publish(Path(root), category, params, replace=True)
 
 
-def ensure_category(root: Path, category: str, **params: int | bool | None) -> Path:
+def ensure_category(root: Path, category: str, **params: Any) -> Path:  # _resolve_params' keywords
     """Generate `<root>/<category>` if missing, else reuse it when it was made with the same parameters."""
     wanted = _resolve_params(category, **params)
     target = Path(root) / category
@@ -122,8 +122,8 @@ def _defect_counts(category: str, n_test_defect: int) -> dict[str, int]:
 def _jobs(params: dict) -> list[tuple[str, int, str | None, str, str | None]]:
     """(split, index, defect, image path, mask path) of every file, relative to the category folder."""
     width = lambda n: max(3, len(str(max(n - 1, 0))))  # noqa: E731 - MVTec's 000.png naming
-    jobs = [("train", i, None, f"train/good/{i:0{width(params['n_train'])}d}.png", None)
-            for i in range(params["n_train"])]
+    jobs: list[tuple[str, int, str | None, str, str | None]] = [
+        ("train", i, None, f"train/good/{i:0{width(params['n_train'])}d}.png", None) for i in range(params["n_train"])]
     jobs += [("good", i, None, f"test/good/{i:0{width(params['n_test_good'])}d}.png", None)
              for i in range(params["n_test_good"])]
     for defect, count in _defect_counts(params["category"], params["n_test_defect"]).items():
@@ -141,6 +141,7 @@ def _write_job(folder: Path, params: dict, job: tuple) -> None:
     # compress_level 1: several times faster than the default at 1024 px, files ~15% larger
     Image.fromarray(image).save(folder / image_path, compress_level=1)
     if mask_path is not None:
+        assert mask is not None  # a mask path: a defect job, which render_sample draws a mask for
         Image.fromarray(mask, mode="L").save(folder / mask_path, compress_level=1)
 
 

@@ -41,7 +41,7 @@ CATEGORIES: dict[str, dict] = {
 }
 
 _SPLITS = {"train": 0, "good": 1, "defect": 2}
-_DEFECT_CODES = {"scratch": 1, "hole": 2, "stain": 3, "crack": 4, "cut": 5, "missing": 6}
+_DEFECT_CODES: dict[str | None, int] = {"scratch": 1, "hole": 2, "stain": 3, "crack": 4, "cut": 5, "missing": 6}
 _NOISE_SIGMA = 0.01
 
 
@@ -80,6 +80,7 @@ def _render(category: str, seed: int, split: str, index: int, defect: str | None
     scene = RENDERERS[category](scene_rng, size)
     clean, alpha = scene.image, None
     if split == "defect":
+        assert defect is not None  # checked against the category's defects above
         alpha = apply_defect(_rng(seed, category, split, defect, index, 1), scene, defect, size)
     image = scene.image if draw_defect else clean
     # lighting and noise come after the defect: the defect is lit like the rest, and the clean
