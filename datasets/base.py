@@ -5,7 +5,7 @@ also importable from here, as before.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from common import UserError
-from datasets.batch import Item, loader
+from datasets.batch import Batch, Item, loader
 from datasets.cache import ImageCache
 from datasets.geometry import center_crop_box
 from datasets.readers import IMAGE_SUFFIXES, list_images, read_image, read_mask
@@ -80,7 +80,7 @@ class ImageDataset(torch.utils.data.Dataset):
             array, size = paper_pixels(path, self.dataset, self.image_size)
             return np.array(self._crop(array)), size
         original = read_image(path)
-        image = original.resize(self.image_size[::-1], Image.BILINEAR)
+        image = original.resize(self.image_size[::-1], Image.Resampling.BILINEAR)
         return np.array(self._crop(np.asarray(image))), original.size  # a writable copy
 
     def _decode_mask(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -89,7 +89,7 @@ class ImageDataset(torch.utils.data.Dataset):
             mask, size = paper_mask_array(path, self.dataset, self.image_size)
             return np.ascontiguousarray(self._crop(mask)), size
         original = read_mask(path)
-        mask = np.asarray(original.resize(self.image_size[::-1], Image.NEAREST))
+        mask = np.asarray(original.resize(self.image_size[::-1], Image.Resampling.NEAREST))
         return np.ascontiguousarray(self._crop(mask) > 0).astype(np.uint8), original.size
 
     def _load(self, kind: str, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -147,8 +147,10 @@ class SegmentedLoader:
             batches.extend(chunks)
             self.counts.append(len(chunks))
             start = stop
-        dataset = torch.utils.data.ConcatDataset(segments) if segments else []
-        batched = loader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory) if batches else []
+        batched: Iterable[Batch] = []
+        if batches:
+            batched = loader(torch.utils.data.ConcatDataset(segments), batch_sampler=batches, num_workers=workers,
+                             pin_memory=pin_memory)
         self._batches = iter(batched)
         self._next = 0
 

@@ -67,7 +67,7 @@ def _to_8bit(values: np.ndarray, keep_nonzero: bool) -> Image.Image:
     return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
-def _float_to_8bit(values: np.ndarray, path: Path, what: str) -> Image.Image:
+def _float_to_8bit(values: np.ndarray, path: Path | Image.Image, what: str) -> Image.Image:
     """Floating-point values in [0, 1] -> 0..255, rounded (v / 255 gives v back); a mask keeps faint labels."""
     finite = np.isfinite(values).all()
     if not finite or values.min() < 0 or values.max() > 1:

@@ -22,6 +22,7 @@ All of them: ToTensor, Normalize(ImageNet mean, std) for the image.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torchvision.transforms as T
@@ -64,7 +65,7 @@ def check_protocol(dataset: str, protocol: str, image_size: tuple[int, int] | No
         raise UserError(f"--protocol paper is the authors' pipeline of {', '.join(paper_datasets())}; "
                         f"--dataset {dataset} has --protocol standard only")
     two_sizes = image_size is not None and image_size[0] != image_size[1]
-    if protocol == "paper" and pipeline is not None and pipeline.square and two_sizes:
+    if protocol == "paper" and pipeline is not None and pipeline.square and image_size is not None and two_sizes:
         title = spec(dataset).title
         raise UserError(f"--image-size {image_size[0]} {image_size[1]}: --protocol paper crops {title} images to "
                         f"a square ({pipeline.square}); pass one size or --protocol standard")
@@ -125,7 +126,9 @@ def peak_floor(dataset: str) -> int | None:
 def mask_peak(path: Path, dataset: str) -> int:
     """The largest value of the mask channel that the `paper` rule of `dataset` thresholds."""
     label = read_mask(path, _required(dataset).mask_mode)
-    return int(label.getextrema()[0][1] if label.mode == "RGB" else label.getextrema()[1])
+    if label.mode == "RGB":  # one (min, max) per band
+        return int(cast(tuple[tuple[int, int], ...], label.getextrema())[0][1])
+    return int(cast(tuple[int, int], label.getextrema())[1])
 
 
 def check_mask_peaks(peaks: list[tuple[Path, int]], dataset: str) -> None:

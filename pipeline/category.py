@@ -105,6 +105,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     t = time.perf_counter()
     fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
     model.fit(batch.image for batch in fitting)
+    assert model.stats is not None  # fit() made them, or extended the resumed ones
     if world > 1:
         all_reduce_stats(model.stats)
     seconds["fit"] = time.perf_counter() - t
@@ -154,6 +155,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         scores.defects = np.array([s.defect for s in plan.splits.test])
         # absolute: the report reads the images from wherever it is run, not only where training ran
         scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
+    assert staging is not None  # rank 0, the only one here, has the staging folder
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, saved)
 
 
@@ -198,7 +200,7 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
     defective test images, metrics.json's metrics are empty (and so are the CSV row's metric cells)."""
     try:
         summary = summary_of(options, scored)
-        s, timings = scored.scores, {}
+        s, timings = scored.scores, dict[str, float]()
         t = time.perf_counter()
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
             summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
