@@ -24,6 +24,7 @@ from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model
 from models.backbone import check_layers
 from models.distributed import init_from_environment
 from pipeline import outputs, progress
+from pipeline.estimate import parse_bytes, with_estimates
 from pipeline.label import label_settings, parse_layers
 from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="print per-phase timings and sizes as the run goes")
     run.add_argument("--nsamples", type=int, default=None,
                      help=f"thresholds of the paper's PRO/ROC protocol (default {DEFAULTS.nsamples})")
+    run.add_argument("--max-memory", default=None, metavar="SIZE",
+                     help="this run's memory budget, e.g. 16G: a run predicted to need more is refused before "
+                          "any image is decoded (default: the memory available, less 1 GiB)")
     run.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
     run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
     run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
@@ -163,6 +167,7 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     if shown is not None:
         raise UserError(f"--label {shown} is not UTF-8 text, which results.csv holds; pass a UTF-8 --label")
     args.cache = ImageCache.open(args.cache) if args.cache is not None else None
+    args.max_memory = parse_bytes(args.max_memory) if args.max_memory is not None else None
     return args
 
 
@@ -243,12 +248,13 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
     plans = [plan_category(options, data_opts, root, c, out_dirs[c]) for c in wanted]
     if options.resume is not None:  # metrics.json names the backbone the run went on with
         options = replace(options, weights=plans[0].meta["weights"])
+    batch = args.batch_size or (32 if device.type == "cuda" else 8)
+    workers = args.workers if args.workers is not None else default_workers(device)
+    plans = with_estimates(plans, batch, workers, device, options, args.max_memory)
     # One loader for every category: workers start once and decode the next category's images
     # while the device finishes the current one.
     data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],
-                           args.batch_size or (32 if device.type == "cuda" else 8),
-                           args.workers if args.workers is not None else default_workers(device),
-                           pin_memory=device.type == "cuda")
+                           batch, workers, pin_memory=device.type == "cuda")
     return options, plans, data, device, rank, world
 
 

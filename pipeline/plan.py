@@ -35,6 +35,7 @@ class Plan:
     dataset: str = ""  # whose paper pipeline decodes the images under --protocol paper
     meta: dict = field(default_factory=dict)  # what the model is of (the --resume file's): model.meta
     fitted: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))  # model.fitted
+    estimate: dict[str, int] | None = None  # pipeline/estimate.py's prediction, stored in metrics.json
 
 
 def split_validation(train: list[Sample], protocol: str | None = "standard") -> tuple[list[Sample], list[Sample]]:

@@ -1,0 +1,159 @@
+"""A run's memory, predicted from its plan before the first image is decoded, and the budget it must fit.
+
+The peak resident memory of this process is what it holds now (Python, torch and the libraries) plus the
+backbone's weights plus the largest of the phases a category goes through: the fit (the sums, the group
+buffer, one batch's activations and the batches in flight), the factorization (sums, factor, float64
+workspaces), scoring the validation and test images (their score maps and masks are kept for the
+metrics) and the metrics themselves (the defect-free scores sorted, a copy). On a GPU the model's state
+and the activations are device memory; the host keeps the maps.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from common import UserError
+from models.backbone import feature_size
+from models.config import Config
+from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, weight_bytes
+from models.semi_ortho import group_size
+from pipeline.options import RunOptions
+from pipeline.plan import Plan
+
+GiB = 1 << 30
+MARGIN = GiB  # left to the rest of the machine by the default budget
+CHUNK_ELEMENTS = 1 << 20  # models/gaussian.py's float64 chunk on a CPU
+
+
+@dataclass(frozen=True)
+class Estimate:
+    peak_rss_bytes: int  # this process's predicted peak resident memory
+    model_file_bytes: int
+    device_bytes: int  # on a GPU: its predicted peak memory; 0 on a CPU
+    parts: dict[str, int]  # the peak's parts, for --verbose
+
+    def as_json(self) -> dict[str, int]:
+        return {"peak_rss_bytes": self.peak_rss_bytes, "model_file_bytes": self.model_file_bytes}
+
+
+def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: int, device: torch.device,
+             backbone_stored: bool, baseline: int | None = None) -> Estimate:
+    """The peak of one category fitted with `config` (several categories run one after another: the
+    largest one's peak is the run's)."""
+    baseline = resident_bytes() if baseline is None else baseline
+    on_gpu = device.type == "cuda"
+    state = state_bytes(config, device.type)
+    H, W = config.input_size
+    image = 3 * H * W * FLOAT
+    in_flight = (1 + 2 * workers) * batch_size * (image + H * W)  # pixels and masks; 2 prefetched per worker
+    activations = activation_bytes(config.backbone, (H, W), batch_size)
+    h, w = feature_size(config.input_size, config.backbone)
+    P, k = h * w, state["mu"] // (h * w * FLOAT)  # k, or F for the ablations on every channel
+    buffer = P * group_size(P, config.k) * config.k * FLOAT
+    model = state["sums"] + state["factor"] + state["mu"] + state["W"]
+    workspace = (torch.get_num_threads() if not on_gpu else 1) * 2 * 8 * min(P * k * k, CHUNK_ELEMENTS)
+    maps = max(n_val, n_test) * H * W * (FLOAT + 1)  # float32 maps and uint8 masks, kept for the metrics
+    smoothing = 3 * batch_size * H * W * FLOAT  # a batch's upsampled and blurred maps
+    metrics = n_test * H * W * (FLOAT + FLOAT + 1)  # the maps, the sorted defect-free copy, the masks as bool
+    device_side = {"fit": state["sums"] + buffer + activations, "factor": model + workspace,
+                   "score": model + buffer + activations + smoothing}
+    if on_gpu:
+        host = {"fit": in_flight, "factor": 0, "score": in_flight + maps, "metrics": metrics}
+    else:
+        host = {phase: used + in_flight for phase, used in device_side.items()}
+        host["score"] += maps
+        host["metrics"] = metrics
+    phase = max(host, key=lambda name: host[name])
+    weights = weight_bytes(config.backbone)
+    parts = {"held now": baseline, "weights": weights, f"phase {phase}": host[phase], "sums": state["sums"],
+             "factor": state["factor"], "activations": activations, "maps": maps}
+    return Estimate(peak_rss_bytes=baseline + weights + host[phase],
+                    model_file_bytes=model_file_bytes(config, backbone_stored),
+                    device_bytes=max(device_side.values()) + weights if on_gpu else 0, parts=parts)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; elsewhere the peak so far)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        import resource  # not on Windows; there the estimate starts from 0
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if os.name != "nt" else 0
+
+
+def default_budget() -> int:
+    """What this process may grow to: what it holds plus the memory available to it (the machine's, or
+    its container's limit), less a margin for the rest of the machine."""
+    available = _meminfo("MemAvailable")
+    limit = _cgroup_room()
+    room = min(v for v in (available, limit) if v is not None) if (available or limit) else None
+    if room is None:
+        raise UserError("cannot tell this machine's available memory; pass --max-memory, e.g. --max-memory 16G")
+    return resident_bytes() + room - MARGIN
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _cgroup_room() -> int | None:
+    """A container's memory limit less what it uses (cgroup v2), None without one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else int(limit) - used
+
+
+def parse_bytes(text: str) -> int:
+    """--max-memory's value: bytes, or a number with K, M, G or T (powers of 1024), e.g. 8G, 1.5T."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.I)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"--max-memory {text}: pass a size such as 8G, 512M or 16000000000")
+    scale = 1024 ** " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * scale)
+
+
+def shown(nbytes: int) -> str:
+    return f"{nbytes / GiB:.2f} GiB" if nbytes >= GiB / 10 else f"{nbytes / (1 << 20):.0f} MiB"
+
+
+def check_budget(named: dict[str, Estimate], budget: int, given: bool) -> None:
+    """Refuses, in one line naming the flags that reduce it, a run whose largest category would pass the
+    budget: before any image is decoded, rather than killed by the kernel on the way."""
+    category, worst = max(named.items(), key=lambda item: item[1].peak_rss_bytes)
+    if worst.peak_rss_bytes <= budget:
+        return
+    parts = ", ".join(f"{name} {shown(nbytes)}" for name, nbytes in worst.parts.items())
+    limit = f"--max-memory {shown(budget)}" if given else \
+        f"the {shown(budget)} this machine has available (less {shown(MARGIN)}; --max-memory sets it)"
+    raise UserError(f"{category} needs about {shown(worst.peak_rss_bytes)} ({parts}), more than {limit}; "
+                    "use a smaller --image-size, --k or --batch-size, fewer --layers or a smaller --model")
+
+
+def with_estimates(plans: list[Plan], batch_size: int, workers: int, device: torch.device, options: RunOptions,
+                   max_memory: int | None) -> list[Plan]:
+    """Each plan with its estimate (printed with --verbose), once the largest is known to fit the budget."""
+    baseline = resident_bytes()
+    stored = options.embed_backbone or options.weights != "imagenet"
+    named = {plan.category: estimate(plan.config, len(plan.val), len(plan.splits.test), batch_size, workers,
+                                     device, stored, baseline) for plan in plans}
+    budget = max_memory if max_memory is not None else default_budget()
+    if options.verbose:
+        for category, e in named.items():
+            parts = ", ".join(f"{name} {shown(nbytes)}" for name, nbytes in e.parts.items())
+            print(f"{category}: estimate peak {shown(e.peak_rss_bytes)} ({parts}), model.pt {shown(e.model_file_bytes)}"
+                  f", budget {shown(budget)}", flush=True)
+    check_budget(named, budget, max_memory is not None)
+    return [replace(plan, estimate=named[plan.category].as_json()) for plan in plans]
