@@ -79,7 +79,7 @@ def test_the_estimate_adds_its_phases_to_what_the_process_holds():
     e = estimate(config, n_val=2, n_test=5, batch_size=4, workers=0, device=torch.device("cpu"),
                  backbone_stored=True, baseline=10**9)
     phase = next(v for name, v in e.parts.items() if name.startswith("phase"))
-    assert e.peak_rss_bytes == 10**9 + e.parts["weights"] + phase
+    assert e.peak_rss_bytes == 10**9 + e.parts["runtime"] + e.parts["weights"] + phase
     bigger = estimate(Config(backbone="resnet18", k=10, image_size=(128, 128)), 2, 5, 4, 0, torch.device("cpu"),
                       True, 10**9)
     assert bigger.peak_rss_bytes > e.peak_rss_bytes and bigger.parts["sums"] == 4 * e.parts["sums"]
