@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torchvision
-from torch import nn
+from torch import fx, nn
 
 from common import SettingError, UserError
 from models.taps import fold_batch_norms, tap_graph
@@ -52,7 +52,7 @@ ALL_LAYERS = (1, 2, 3)
 
 
 @functools.cache
-def _meta_graph(name: str) -> nn.Module:
+def _meta_graph(name: str) -> fx.GraphModule:
     """The backbone's three taps on the meta device: shapes without weights, memory or arithmetic."""
     builder = BACKBONES[name].builder
     with torch.random.fork_rng(devices=[]):

@@ -75,8 +75,8 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
         host["metrics"] = metrics
     phase = max(host, key=lambda name: host[name])
     weights = weight_bytes(config.backbone)
-    parts = {"held now": baseline, "runtime": RUNTIME, "weights": weights, f"phase {phase}": host[phase], "sums": state["sums"],
-             "factor": state["factor"], "activations": activations, "maps": maps}
+    parts = {"held now": baseline, "runtime": RUNTIME, "weights": weights, f"phase {phase}": host[phase],
+             "sums": state["sums"], "factor": state["factor"], "activations": activations, "maps": maps}
     return Estimate(peak_rss_bytes=baseline + RUNTIME + weights + host[phase],
                     model_file_bytes=model_file_bytes(config, backbone_stored),
                     device_bytes=max(device_side.values()) + weights if on_gpu else 0, parts=parts)
