@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="output folder (default: $SEMIORTHO_SYNTHETIC or ~/.cache/semiortho/synthetic)")
     p.add_argument("--category", default="all", help="a name, a comma-separated list, or 'all' (default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=256, help="square side in pixels (default 256)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square side in pixels (default: the category's, 256; sheet 1024)")
     p.add_argument("--n-train", type=int, default=60, help="normal training images (default 60)")
     p.add_argument("--n-test-good", type=int, default=10, help="normal test images (default 10)")
     p.add_argument("--n-test-defect", type=int, default=20,

@@ -6,6 +6,7 @@ scene's region and change it visibly, so a masked defect is never invisible.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -112,6 +113,17 @@ def _scratch(rng: np.random.Generator, scene: Scene, size: int, low: bool) -> _D
     return layer, alpha
 
 
+def _hairline(width: int) -> Callable[[np.random.Generator, Scene, int, bool], _Drawn]:
+    """A scratch `width` pixels wide whatever the image size, unblurred: the thin defects a resize to
+    256 x 256 erases (a 2 px line at 1024 is half a pixel there)."""
+    def draw(rng: np.random.Generator, scene: Scene, size: int, low: bool) -> _Drawn:
+        pts = _curve(rng, _place(rng, scene, size), rng.uniform(0.15, 0.4) * size, rng.uniform(0, 0.05))
+        alpha = _stroke(size, pts, width, 0.0)
+        strength = float(rng.uniform(0.12, 0.2) if low else rng.uniform(0.3, 0.45))
+        return scene.image * (1 - strength), alpha
+    return draw
+
+
 def _crack(rng: np.random.Generator, scene: Scene, size: int, low: bool) -> _Drawn:
     steps = rng.integers(12, 25)
     heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.22, steps))
@@ -173,4 +185,5 @@ def _missing(rng: np.random.Generator, scene: Scene, size: int, low: bool) -> _D
     return np.broadcast_to(scene.background, scene.image.shape), alpha
 
 
-_DEFECTS = {"scratch": _scratch, "crack": _crack, "hole": _hole, "stain": _stain, "cut": _cut, "missing": _missing}
+_DEFECTS = {"scratch": _scratch, "crack": _crack, "hole": _hole, "stain": _stain, "cut": _cut, "missing": _missing,
+            "hairline2": _hairline(2), "hairline4": _hairline(4), "hairline6": _hairline(6)}

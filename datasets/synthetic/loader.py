@@ -33,7 +33,7 @@ def default_root() -> Path:
     return Path(cache).expanduser() / "semiortho" / "synthetic"
 
 
-def generate_category(root: Path, category: str, *, seed: int = 0, image_size: int = 256,
+def generate_category(root: Path, category: str, *, seed: int = 0, image_size: int | None = None,
                       n_train: int = 60, n_test_good: int = 10, n_test_defect: int = 20,
                       grayscale: bool | None = None) -> Path:
     """Write `<root>/<category>` (replacing an earlier synthetic one) and return its path.
@@ -84,9 +84,10 @@ def load(root: Path | None, category: str, options: DataOptions) -> Splits:
 
 # ----------------------------------------------------------------------------- parameters and files
 
-def _resolve_params(category: str, *, seed: int = 0, image_size: int = 256, n_train: int = 60,
+def _resolve_params(category: str, *, seed: int = 0, image_size: int | None = None, n_train: int = 60,
                     n_test_good: int = 10, n_test_defect: int = 20, grayscale: bool | None = None) -> dict:
     check_category(category)
+    image_size = CATEGORIES[category].get("size", 256) if image_size is None else image_size  # sheet: 1024
     checks = [("seed", seed, 0, 2**63 - 1), ("image_size", image_size, 32, 4096),
               ("n_train", n_train, 1, 100_000), ("n_test_good", n_test_good, 0, 100_000),
               ("n_test_defect", n_test_defect, 0, 100_000)]

@@ -29,6 +29,10 @@ CATEGORIES: dict[str, dict] = {
     "mesh": {"kind": "texture", "grayscale": True,
              "defects": ("hole", "crack", "cut", "stain"),
              "info": "woven metal wire grid, grayscale"},
+    # rendered at 1024 x 1024 (its own default size): hairline scratches 2, 4 and 6 px wide
+    "sheet": {"kind": "texture", "grayscale": True, "size": 1024,
+              "defects": ("hairline2", "hairline4", "hairline6"),
+              "info": "brushed steel sheet, 1024 x 1024, hairline scratches 2-6 px wide"},
     "washer": {"kind": "object", "grayscale": False,
                "defects": ("scratch", "stain", "crack", "missing", "hole"),
                "info": "machined steel ring on dark cloth"},
@@ -41,7 +45,8 @@ CATEGORIES: dict[str, dict] = {
 }
 
 _SPLITS = {"train": 0, "good": 1, "defect": 2}
-_DEFECT_CODES: dict[str | None, int] = {"scratch": 1, "hole": 2, "stain": 3, "crack": 4, "cut": 5, "missing": 6}
+_DEFECT_CODES: dict[str | None, int] = {"scratch": 1, "hole": 2, "stain": 3, "crack": 4, "cut": 5, "missing": 6,
+                                         "hairline2": 7, "hairline4": 8, "hairline6": 9}
 _NOISE_SIGMA = 0.01
 
 

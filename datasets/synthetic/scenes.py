@@ -83,6 +83,17 @@ def _plank(rng: np.random.Generator, size: int) -> Scene:
     return Scene(image.astype(np.float32), background, np.ones((size, size), np.float32))
 
 
+def _sheet(rng: np.random.Generator, size: int) -> Scene:
+    """Brushed steel: fine streaks along the brushing and a faint mottle; plain enough that a hairline
+    scratch is the only thing of its width."""
+    brushed = streaks(rng, size, 48, size // 2, vertical=False)
+    mottle = fbm(rng, size, 3, 4, 0.5)
+    grey = 0.55 + 0.05 * brushed + 0.03 * mottle
+    image = np.repeat(grey[..., None], 3, axis=2)
+    background = np.full((1, 1, 3), 0.1, np.float32)
+    return Scene(image.astype(np.float32), background, np.ones((size, size), np.float32))
+
+
 def _mesh(rng: np.random.Generator, size: int) -> Scene:
     wires, half = 12, 0.16  # wire half width as a fraction of the wire period
     u, v = rotated(size, float(rng.normal(0, 0.7)))
@@ -188,6 +199,6 @@ def _bolt(rng: np.random.Generator, size: int) -> Scene:
 
 
 RENDERERS: dict[str, Callable[[np.random.Generator, int], Scene]] = {
-    "weave": _weave, "marble": _marble, "plank": _plank, "mesh": _mesh,
+    "weave": _weave, "marble": _marble, "plank": _plank, "mesh": _mesh, "sheet": _sheet,
     "washer": _washer, "caplet": _caplet, "bolt": _bolt,
 }
