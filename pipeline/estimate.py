@@ -94,14 +94,16 @@ def resident_bytes() -> int:
 
 
 def default_budget() -> int:
-    """What this process may grow to: what it holds plus the memory available to it (the machine's, or
-    its container's limit), less a margin for the rest of the machine."""
+    """What this process may grow to: what it holds plus its share of the memory available (the machine's,
+    or its container's limit), less a margin for the rest of the machine. Under torchrun the processes on
+    one machine (LOCAL_WORLD_SIZE) each peak at once: each gets an equal share."""
     available = _meminfo("MemAvailable")
     limit = _cgroup_room()
     room = min(v for v in (available, limit) if v is not None) if (available or limit) else None
     if room is None:
         raise UserError("cannot tell this machine's available memory; pass --max-memory, e.g. --max-memory 16G")
-    return resident_bytes() + room - MARGIN
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return resident_bytes() + (room - MARGIN) // local
 
 
 def _meminfo(key: str) -> int | None:
