@@ -164,4 +164,18 @@ def with_estimates(plans: list[Plan], batch_size: int, workers: int, device: tor
             print(f"{category}: estimate peak {shown(e.peak_rss_bytes)} ({parts}), model.pt {shown(e.model_file_bytes)}"
                   f", budget {shown(budget)}", flush=True)
     check_budget(named, budget, max_memory is not None)
+    if device.type == "cuda":
+        check_device(named, device)
     return [replace(plan, estimate=named[plan.category].as_json()) for plan in plans]
+
+
+def check_device(named: dict[str, Estimate], device: torch.device) -> None:
+    """On a GPU the state and the activations are device memory: a category that would not fit in what
+    the device has free is refused in one line, rather than stopped by torch's out-of-memory error."""
+    category, worst = max(named.items(), key=lambda item: item[1].device_bytes)
+    free, _ = torch.cuda.mem_get_info(device)
+    if worst.device_bytes > free:
+        raise UserError(f"{category} needs about {shown(worst.device_bytes)} of {device} memory (sums "
+                        f"{shown(worst.parts['sums'])}, factor {shown(worst.parts['factor'])}, activations "
+                        f"{shown(worst.parts['activations'])}), more than its {shown(free)} free; use a smaller "
+                        "--image-size, --k or --batch-size, fewer --layers, a smaller --model or --device cpu")

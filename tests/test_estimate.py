@@ -10,7 +10,7 @@ import train
 from common import UserError
 from models import Config, SemiOrthogonal
 from models.footprint import _aliases, activation_bytes, model_file_bytes, state_bytes, tapped_weight_bytes
-from pipeline.estimate import default_budget, estimate, parse_bytes
+from pipeline.estimate import check_device, default_budget, estimate, parse_bytes
 from tests.helpers.data import write_category
 
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--workers", "0",
@@ -137,3 +137,17 @@ def test_the_default_budget_is_shared_by_the_processes_of_one_machine(monkeypatc
     assert default_budget() == (1 << 30) + (4 << 30)
     monkeypatch.setattr("pipeline.estimate._cgroup_room", lambda: 3 << 30)  # a container's tighter limit
     assert default_budget() == (1 << 30) + (1 << 30)
+
+
+def test_a_gpu_without_room_is_refused_in_one_line(monkeypatch):
+    """The device's share (state, activations) against what the GPU has free; no GPU is needed to check it."""
+    config = Config(backbone="resnet18", k=100, image_size=(512, 512))
+    e = estimate(config, 6, 30, 32, 0, torch.device("cuda"), True, 10**9)
+    state = state_bytes(config, "cuda")
+    assert e.device_bytes >= state["sums"] + state["factor"] and e.parts["factor"] == state["factor"]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (e.device_bytes - 1, 80 << 30))
+    with pytest.raises(UserError, match=r"^x needs about .* of cuda memory .* free; use a smaller --image-size.*"
+                                        r"--device cpu$"):
+        check_device({"x": e}, torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (e.device_bytes, 80 << 30))
+    check_device({"x": e}, torch.device("cuda"))
