@@ -22,7 +22,7 @@ from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, pap
 from metrics.registry import HEADLINES, headline_line
 from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
 from models.backbone import check_layers
-from models.distributed import init_from_environment
+from models.distributed import end_process_group, init_from_environment
 from pipeline import outputs, progress
 from pipeline.estimate import parse_bytes, with_estimates
 from pipeline.label import label_settings, parse_layers
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         done = run_categories(options, plans, data, device, rank, world,
                               lambda r: progress.finished(headline(r.category, r.metrics, args.metric)))
     if world > 1:
-        torch.distributed.destroy_process_group()
+        end_process_group()
     if rank != 0:
         return 0
     measured = [r.summary for r in done if r.metrics]
