@@ -52,16 +52,20 @@ ALL_LAYERS = (1, 2, 3)
 
 
 @functools.cache
-def _meta_graph(name: str) -> fx.GraphModule:
-    """The backbone's three taps on the meta device: shapes without weights, memory or arithmetic."""
+def meta_model(name: str) -> nn.Module:
+    """The whole torchvision model of a row on the meta device: shapes without weights, memory or arithmetic."""
     builder = BACKBONES[name].builder
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
-                model = torchvision.models.get_model(builder, weights=None)
+                return torchvision.models.get_model(builder, weights=None)
         except (NotImplementedError, RuntimeError):  # a builder that computes on tensors (RegNet's widths)
-            model = torchvision.models.get_model(builder, weights=None).to("meta")
-    return tap_graph(model.eval(), BACKBONES[name].taps)
+            return torchvision.models.get_model(builder, weights=None).to("meta")
+
+
+def _meta_graph(name: str) -> fx.GraphModule:
+    """The backbone's three taps on the meta device."""
+    return tap_graph(meta_model(name).eval(), BACKBONES[name].taps)
 
 
 @functools.lru_cache(maxsize=256)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import functools
 
 import torch
-import torchvision
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from models.backbone import BACKBONES, _meta_graph, feature_dim, feature_size
+from models.backbone import _meta_graph, feature_dim, feature_size, meta_model
 from models.config import Approx, Config
 from models.embedding import IDENTITY
 from models.lowrank import FULL_COVARIANCE
@@ -54,13 +53,7 @@ def _positions(config: Config) -> int:
 def weight_bytes(backbone: str) -> int:
     """The whole torchvision model's parameters and buffers: what building it holds before it is cut at
     its last tap."""
-    with torch.device("meta"):
-        try:
-            model = torchvision.models.get_model(BACKBONES[backbone].builder, weights=None)
-        except (NotImplementedError, RuntimeError):  # a builder that computes on tensors (RegNet's widths)
-            model = None
-    if model is None:
-        model = torchvision.models.get_model(BACKBONES[backbone].builder, weights=None)
+    model = meta_model(backbone)
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
