@@ -44,7 +44,8 @@ METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
 MODEL_FILE = "model.pt"
 REPORT_FILE = "report.pdf"  # the visualizer's, written into a category folder; no run writes it
-RESULT_FILES = (MODEL_FILE, SCORES_FILE, METRICS_FILE)  # what a run writes; --overwrite replaces these only
+SUMS_FILE = "model.sums"  # a model fitted in blocks keeps its sums beside model.pt (models/model_file.py, format 3)
+RESULT_FILES = (MODEL_FILE, SUMS_FILE, SCORES_FILE, METRICS_FILE)  # what a run writes; --overwrite replaces these only
 
 
 @dataclass

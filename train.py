@@ -250,7 +250,7 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
         options = replace(options, weights=plans[0].meta["weights"])
     batch = args.batch_size or (32 if device.type == "cuda" else 8)
     workers = args.workers if args.workers is not None else default_workers(device)
-    plans = with_estimates(plans, batch, workers, device, options, args.max_memory)
+    plans = with_estimates(plans, batch, workers, device, options, args.max_memory, world)
     # One loader for every category: workers start once and decode the next category's images
     # while the device finishes the current one.
     data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],

@@ -12,6 +12,7 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Self, cast
 
 import torch
@@ -89,11 +90,17 @@ class RunningStats:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> Self:
-        """From a model file's sums: packed (format 2) or full k x k matrices (format 1)."""
+        """From a model file's sums: packed (format 2), in the file a format-3 model names (read whole:
+        the model is scored in memory) or full k x k matrices (format 1)."""
         stats = cls.__new__(cls)
         stats.n = int(state["n"])
         stats.shift, stats.sum_z = (state[key].to(device, torch.float32) for key in ("shift", "sum_z"))
-        if "sum_zz_packed" in state:
+        if "sum_zz_file" in state:
+            from models.blocks import read_sums  # blocks imports this module
+
+            positions, k = stats.sum_z.shape
+            stats.sum_zz = read_sums(Path(str(state["sum_zz_file"])), positions, k).to(device)
+        elif "sum_zz_packed" in state:
             stats.sum_zz = state["sum_zz_packed"].to(device, torch.float32)
         else:
             stats.sum_zz = pack_lower(state["sum_zz"].to(device, torch.float32))

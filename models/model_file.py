@@ -3,7 +3,10 @@
 Format 2: config, W, the running sums (n, shift, sum z, sum zz^T packed: k(k+1)/2 values per
 position), thresholds, meta, the fitted images' digests (one int64 per image, see `fitted`; files
 written before it have none) and the backbone: its tensors, or for torchvision's ImageNet weights
-their name, address and digest (backbone.weights_reference). Format 1 (full k x k sums) still loads.
+their name, address and digest (backbone.weights_reference). Format 3, a model fitted in blocks
+(models/blocks.py), is format 2 with sum zz^T in a file of its own beside the model file, named by the
+stats entry `sum_zz_file`: raw little-endian float32, (P, k(k+1)/2) row by row, as a format-2 file's
+tensor. Format 1 (full k x k sums) still loads.
 Every entry is checked against the config on reading: a damaged file is one line naming what is wrong.
 """
 from __future__ import annotations
@@ -34,9 +37,11 @@ if TYPE_CHECKING:
 
 FORMAT = "semiortho-model"
 VERSION = 2  # 2: sum zz^T stored packed (k(k+1)/2 per position); 1: full k x k, still read
-READABLE_VERSIONS = (1, 2)
+BLOCKED_VERSION = 3  # 2 with sum zz^T in a file beside it
+READABLE_VERSIONS = (1, 2, 3)
 REQUIRED_KEYS = ("config", "W", "stats", "backbone")  # "thresholds" and "meta" may be absent
-STATS_KEYS = {1: ("n", "shift", "sum_z", "sum_zz"), 2: ("n", "shift", "sum_z", "sum_zz_packed")}
+STATS_KEYS = {1: ("n", "shift", "sum_z", "sum_zz"), 2: ("n", "shift", "sum_z", "sum_zz_packed"),
+              3: ("n", "shift", "sum_z", "sum_zz_file")}
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))
 DAMAGED = "the file is damaged: refit or restore it"
 
@@ -44,11 +49,12 @@ DAMAGED = "the file is damaged: refit or restore it"
 def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
     """The dictionary save() writes (tensors and plain values only: loads with weights_only=True)."""
     assert model.stats is not None  # save(), the one caller, refuses a model without its sums
+    stats = model.stats.state()
     return {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": BLOCKED_VERSION if "sum_zz_file" in stats else VERSION,
         "config": model.config.stored(),
         "W": model.W.cpu(),
-        "stats": {key: value.cpu() for key, value in model.stats.state().items()},
+        "stats": {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in stats.items()},
         "thresholds": dict(model.thresholds),
         "meta": dict(model.meta),
         "fitted": model.fitted.cpu(),
@@ -100,10 +106,30 @@ def read_model_file(path: str | Path, mmap: bool = False) -> dict:
     missing = [key for key in keys if not isinstance(state["stats"], dict) or key not in state["stats"]]
     if missing:
         raise UserError(f"{path} has no 'stats' entry '{missing[0]}'; {DAMAGED}")
-    problem = tensor_problem(state, config_from_state(state, path))
+    config = config_from_state(state, path)
+    problem = tensor_problem(state, config) or sums_file_problem(path, state, config)
     if problem:
         raise UserError(f"{path}: {problem}; {DAMAGED}")
     return state
+
+
+def sums_file_problem(path: Path, state: dict, config: Config) -> str | None:
+    """Format 3: what is wrong with the sums file it names, or None. Its name is made the file's full
+    path in `state`, for RunningStats.from_state to read it wherever the model file was moved."""
+    name = state["stats"].get("sum_zz_file")
+    if name is None:
+        return None
+    if not isinstance(name, str) or Path(name).name != name:
+        return "its sums file entry is not a file name"
+    sums = path.parent / name
+    h, w = feature_size(config.input_size, config.backbone)
+    expected = h * w * config.k * (config.k + 1) // 2 * 4
+    if not sums.is_file():
+        return f"its sums file {sums} is missing (a model fitted in blocks is the two files together)"
+    if sums.stat().st_size != expected:
+        return f"its sums file {sums} has {sums.stat().st_size:,} bytes, not the {expected:,} of its config"
+    state["stats"]["sum_zz_file"] = str(sums.absolute())
+    return None
 
 
 def tensor_problem(state: dict, config: Config) -> str | None:
@@ -118,7 +144,9 @@ def tensor_problem(state: dict, config: Config) -> str | None:
     expected: dict[str, tuple[Any, tuple[int, ...]]] = {
         "W": (state["W"], (F, d)), "stats shift": (stats["shift"], (h * w, d)),
         "stats sum_z": (stats["sum_z"], (h * w, d))}
-    if "sum_zz_packed" in stats:
+    if "sum_zz_file" in stats:  # format 3: checked by sums_file_problem
+        pass
+    elif "sum_zz_packed" in stats:
         expected["stats sum_zz_packed"] = (stats["sum_zz_packed"], (rows, d * (d + 1) // 2))
     else:  # format 1
         expected["stats sum_zz"] = (stats["sum_zz"], (d, d) if config.approx == "global" else (h * w, d, d))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from common import UserError
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, feature_size, is_reference
+from models.blocks import BlockedStats
 from models.config import Config
 from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, make_projection
@@ -46,7 +47,7 @@ class SemiOrthogonal(torch.nn.Module):
         W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
         self.feature_size = feature_size(config.input_size, config.backbone)
-        self.stats: RunningStats | None = None
+        self.stats: RunningStats | BlockedStats | None = None  # BlockedStats: fitted in blocks, saved only
         self.register_buffer("mu", None)
         # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L packed (CPU: triangular solve, beside
         # the packed sums in their size) or L^{-1} (GPU: GEMM) is held, whichever scores faster there
@@ -153,8 +154,15 @@ class SemiOrthogonal(torch.nn.Module):
         """Accumulates the sums over batches of stage outputs, a gathered group of images per update."""
         if self.stats is None:
             self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
+        stats = self.running_stats()
         for z, _ in self.gather(feature_batches):
-            self.stats.update(z)
+            stats.update(z)
+
+    def running_stats(self) -> RunningStats:
+        """The sums in memory; a model fitted in blocks has them in its sums file (load() reads them)."""
+        if isinstance(self.stats, BlockedStats) or self.stats is None:
+            raise RuntimeError("the sums are not in memory: load the model file")
+        return self.stats
 
     def finalize(self, inverse: bool | None = None) -> None:
         """mu and the factor (or the --approx alternative's precision) from the sums, which stay: save()
@@ -162,15 +170,15 @@ class SemiOrthogonal(torch.nn.Module):
         for the triangular solve (CPU), or with `inverse` (default on a GPU) L^{-1} for one GEMM."""
         if self.stats is None or self.stats.n == 0:
             raise UserError("no training images were fitted")
-        c = self.config
+        stats, c = self.running_stats(), self.config
         if c.approx == "global":
-            self.precision = fit_pooled(cast(PooledStats, self.stats), c.eps, c.unbiased)  # stats_class's
+            self.precision = fit_pooled(cast(PooledStats, stats), c.eps, c.unbiased)  # stats_class's
         elif c.approx in EIGEN_APPROXIMATIONS:
-            self.precision = fit_eigen(self.stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size)
+            self.precision = fit_eigen(stats, c.eps, c.unbiased, c.approx, c.k, self.feature_size)
         elif inverse or (inverse is None and self.device.type != "cpu"):
-            self.mu, self.L_inv = inverse_cholesky(self.stats, c.eps, c.unbiased)
+            self.mu, self.L_inv = inverse_cholesky(stats, c.eps, c.unbiased)
         else:
-            self.mu, self.L_packed = cholesky_packed(self.stats, c.eps, c.unbiased)
+            self.mu, self.L_packed = cholesky_packed(stats, c.eps, c.unbiased)
 
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:

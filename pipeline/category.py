@@ -105,10 +105,10 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     t = time.perf_counter()
     fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
     model.fit(batch.image for batch in fitting)
-    assert model.stats is not None  # fit() made them, or extended the resumed ones
     if world > 1:
-        all_reduce_stats(model.stats)
+        all_reduce_stats(model.running_stats())  # fit() made them, or extended the resumed ones
     seconds["fit"] = time.perf_counter() - t
+    assert model.stats is not None
     n_fitted = model.stats.n
     say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
     c = plan.config
@@ -131,8 +131,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     if validation is not None:
         thresholds = calibrate(validation.maps, validation.image_scores, options.val_fpr)
     else:
-        print(f"warning: {plan.category}: no validation images (fewer than 10 training images): "
-              "no thresholds stored", file=sys.stderr)
+        warn_no_validation(plan.category)
     model.thresholds = thresholds
     seconds["calibrate"] = time.perf_counter() - t
     say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
@@ -157,6 +156,11 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
     assert staging is not None  # rank 0, the only one here, has the staging folder
     return Scored(plan, staging, scores, thresholds, seconds, n_fitted, saved)
+
+
+def warn_no_validation(category: str) -> None:
+    print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
+          file=sys.stderr)
 
 
 def nbytes(tensors: dict) -> int:

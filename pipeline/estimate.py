@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from pipeline.plan import Plan
 GiB = 1 << 30
 MARGIN = GiB  # left to the rest of the machine by the default budget
 CHUNK_ELEMENTS = 1 << 20  # models/gaussian.py's float64 chunk on a CPU
+MAP_BATCH = 8  # pipeline/blocked.py's maps smoothed at a time
 # Measured on CPU (ResNet-18 at 256, 512, 1024 and WRN-50-2 at 256, BENCHMARKS.md): the convolutions hold
 # about 1.3x the graph's live tensors (layout copies, oneDNN workspaces), and the allocator's arenas and
 # caches keep about 100 MiB beyond what is live.
@@ -80,6 +83,52 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
     return Estimate(peak_rss_bytes=baseline + RUNTIME + weights + host[phase],
                     model_file_bytes=model_file_bytes(config, backbone_stored),
                     device_bytes=max(device_side.values()) + weights if on_gpu else 0, parts=parts)
+
+
+BLOCKABLE = ("ortho", "sample", "gaussian", "full")  # one k x k Gaussian per position, factored by Cholesky
+
+
+def blocked_estimate(config: Config, rows: int, n_val: int, n_test: int, batch_size: int, workers: int,
+                     backbone_stored: bool, baseline: int) -> Estimate:
+    """The peak of one category fitted on the CPU in blocks of `rows` feature-map rows (pipeline/blocked.py):
+    the embedding pass (a group buffer, a batch's activations), then per block its sums, factor and one
+    group's rows beside every position's shift and sum z and the scored images' distances, then the maps."""
+    H, W = config.input_size
+    h, w = feature_size(config.input_size, config.backbone)
+    P, k = h * w, config.k
+    G, Pb, packed = group_size(P, k), min(rows, h) * w, k * (k + 1) // 2
+    image = 3 * H * W * FLOAT
+    in_flight = (1 + 2 * workers) * batch_size * (image + H * W)
+    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, (H, W), batch_size))
+    distances = (n_val + n_test) * P * FLOAT
+    block = Pb * (2 * packed + 3 * k + 2 * G * k) * FLOAT + torch.get_num_threads() * 2 * 8 * min(Pb * k * k,
+                                                                                               CHUNK_ELEMENTS)
+    host = {"embed": P * G * k * FLOAT + P * k * FLOAT + activations + in_flight,
+            "blocks": 2 * P * k * FLOAT + distances + block,
+            "score": distances + max(n_val, n_test) * H * W * (FLOAT + 1) + 3 * MAP_BATCH * H * W * FLOAT,
+            "metrics": n_test * H * W * (FLOAT + FLOAT + 1)}
+    phase = max(host, key=lambda name: host[name])
+    weights = weight_bytes(config.backbone)
+    parts = {"held now": baseline, "runtime": RUNTIME, "weights": weights, f"phase {phase}": host[phase],
+             "block sums and factor": Pb * 2 * packed * FLOAT, "activations": activations}
+    return Estimate(peak_rss_bytes=baseline + RUNTIME + weights + host[phase],
+                    model_file_bytes=model_file_bytes(config, backbone_stored), device_bytes=0, parts=parts)
+
+
+def embedding_bytes(config: Config, n_images: int) -> int:
+    """The embedding files a blocked category writes into its staging folder (removed at its end)."""
+    h, w = feature_size(config.input_size, config.backbone)
+    return n_images * h * w * config.k * FLOAT
+
+
+def block_rows(config: Config, budget: int, estimate_of: Callable[[int], Estimate]) -> int | None:
+    """The most feature-map rows per block whose estimate fits the budget (fewer blocks: fewer passes
+    over the embeddings), or None if not even one row does."""
+    low, high = 0, feature_size(config.input_size, config.backbone)[0]
+    while low < high:  # the estimate grows with the rows: the largest that fits, by bisection
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if estimate_of(middle).peak_rss_bytes <= budget else (low, middle - 1)
+    return low or None
 
 
 def resident_bytes() -> int:
@@ -137,7 +186,8 @@ def shown(nbytes: int) -> str:
     return f"{nbytes / GiB:.2f} GiB" if nbytes >= GiB / 10 else f"{nbytes / (1 << 20):.0f} MiB"
 
 
-def check_budget(named: dict[str, Estimate], budget: int, given: bool) -> None:
+def check_budget(named: dict[str, Estimate], budget: int, given: bool, not_blocked: dict[str, str] | None = None
+                 ) -> None:
     """Refuses, in one line naming the flags that reduce it, a run whose largest category would pass the
     budget: before any image is decoded, rather than killed by the kernel on the way."""
     category, worst = max(named.items(), key=lambda item: item[1].peak_rss_bytes)
@@ -146,27 +196,78 @@ def check_budget(named: dict[str, Estimate], budget: int, given: bool) -> None:
     parts = ", ".join(f"{name} {shown(nbytes)}" for name, nbytes in worst.parts.items())
     limit = f"--max-memory {shown(budget)}" if given else \
         f"the {shown(budget)} this machine has available (less {shown(MARGIN)}; --max-memory sets it)"
-    raise UserError(f"{category} needs about {shown(worst.peak_rss_bytes)} ({parts}), more than {limit}; "
+    blocks = f" ({not_blocked[category]})" if not_blocked and category in not_blocked else ""
+    raise UserError(f"{category} needs about {shown(worst.peak_rss_bytes)}{blocks} ({parts}), more than {limit}; "
                     "use a smaller --image-size, --k or --batch-size, fewer --layers or a smaller --model")
 
 
 def with_estimates(plans: list[Plan], batch_size: int, workers: int, device: torch.device, options: RunOptions,
-                   max_memory: int | None) -> list[Plan]:
-    """Each plan with its estimate (printed with --verbose), once the largest is known to fit the budget."""
+                   max_memory: int | None, world: int = 1) -> list[Plan]:
+    """Each plan with its estimate (printed with --verbose), once the largest is known to fit the budget:
+    at once, or else in blocks of feature-map rows where the run can be blocked (plan.block_rows)."""
     baseline = resident_bytes()
     stored = options.embed_backbone or options.weights != "imagenet"
     named = {plan.category: estimate(plan.config, len(plan.val), len(plan.splits.test), batch_size, workers,
                                      device, stored, baseline) for plan in plans}
     budget = max_memory if max_memory is not None else default_budget()
+    rows: dict[str, int] = {}
+    reasons: dict[str, str] = {}  # why an over-budget category is not fitted in blocks
+    for plan in plans:
+        if named[plan.category].peak_rss_bytes <= budget:
+            continue
+        reason = not_blockable(plan.config, options, device, world)
+        if reason:
+            reasons[plan.category] = reason
+            continue
+        def blocked(r: int, plan: Plan = plan) -> Estimate:
+            return blocked_estimate(plan.config, r, len(plan.val), len(plan.splits.test), batch_size, workers,
+                                    stored, baseline)
+        found = block_rows(plan.config, budget, blocked)
+        if found is not None:
+            rows[plan.category], named[plan.category] = found, blocked(found)
+        else:
+            reasons[plan.category] = "even in blocks of one feature-map row"
     if options.verbose:
         for category, e in named.items():
             parts = ", ".join(f"{name} {shown(nbytes)}" for name, nbytes in e.parts.items())
-            print(f"{category}: estimate peak {shown(e.peak_rss_bytes)} ({parts}), model.pt {shown(e.model_file_bytes)}"
-                  f", budget {shown(budget)}", flush=True)
-    check_budget(named, budget, max_memory is not None)
+            blocks = f" in blocks of {rows[category]} feature-map rows" if category in rows else ""
+            print(f"{category}: estimate peak {shown(e.peak_rss_bytes)}{blocks} ({parts}), model.pt "
+                  f"{shown(e.model_file_bytes)}, budget {shown(budget)}", flush=True)
+    check_budget(named, budget, max_memory is not None, reasons)
     if device.type == "cuda":
         check_device(named, device)
-    return [replace(plan, estimate=named[plan.category].as_json()) for plan in plans]
+    for plan in plans:
+        if plan.category in rows:
+            check_disk(plan, named[plan.category])
+    return [replace(plan, estimate=named[plan.category].as_json(), block_rows=rows.get(plan.category))
+            for plan in plans]
+
+
+def not_blockable(config: Config, options: RunOptions, device: torch.device, world: int) -> str | None:
+    """Why a run cannot be fitted in blocks, or None if it can."""
+    if config.approx not in BLOCKABLE:
+        return f"--approx {config.approx} cannot be fitted in blocks ({', '.join(BLOCKABLE)} can)"
+    if device.type != "cpu":
+        return "blocks run on the CPU only (--device cpu)"
+    if world > 1:
+        return "blocks are not built for torchrun: run one process"
+    if options.resume is not None:
+        return "--resume extends a model in memory only"
+    return None
+
+
+def check_disk(plan: Plan, e: Estimate) -> None:
+    """A blocked category's embeddings and sums go to its staging folder: refused before decoding when the
+    disk there cannot take them."""
+    n = len(plan.fit) + len(plan.val) + len(plan.splits.test)
+    needed = embedding_bytes(plan.config, n) + e.model_file_bytes
+    folder = plan.out_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"{plan.category} in blocks writes about {shown(needed)} of embeddings and sums into "
+                        f"{folder}, which has {shown(free)} free; free space there or choose another --experiment")
 
 
 def check_device(named: dict[str, Estimate], device: torch.device) -> None:

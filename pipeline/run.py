@@ -18,7 +18,8 @@ from common import UserError, utf8_problem, write_problem
 from datasets.base import SegmentedLoader
 from pipeline import outputs
 from pipeline.background import Background
-from pipeline.category import CategoryResult, finish, fit_and_score, save_model
+from pipeline.blocked import fit_and_score_blocked
+from pipeline.category import CategoryResult, Scored, finish, fit_and_score, save_model
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
@@ -92,7 +93,12 @@ def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader
             save = partial(saving.submit, save_model, staging, options.embed_backbone) \
                 if options.save_model and staging is not None else None
             try:
-                scored = fit_and_score(options, plan, data, device, staging, rank, world, extractors, save)
+                scored: Scored | None
+                if plan.block_rows is not None:  # the estimate found the state too large for one piece
+                    assert staging is not None  # blocks are refused under torchrun
+                    scored = fit_and_score_blocked(options, plan, data, device, staging, extractors, save)
+                else:
+                    scored = fit_and_score(options, plan, data, device, staging, rank, world, extractors, save)
             except BaseException:
                 outputs.discard(staging)
                 raise

@@ -108,8 +108,9 @@ def test_an_over_budget_run_is_refused_before_decoding(root, tmp_path, monkeypat
     decoded = []
     monkeypatch.setattr("datasets.base.read_image", lambda *a, **k: decoded.append(a) or 1 / 0)
     exp = tmp_path / "exp"
-    with pytest.raises(UserError, match=r"toy needs about [0-9.]+ GiB \(held now .*\), more than --max-memory "
-                                        r"100 MiB; use a smaller --image-size, --k or --batch-size"):
+    with pytest.raises(UserError, match=r"toy needs about [0-9.]+ GiB \(even in blocks of one feature-map row\) "
+                                        r"\(held now .*\), more than --max-memory 100 MiB; use a smaller "
+                                        r"--image-size, --k or --batch-size"):
         train.main(["--dataroot", str(root), "--category", "toy", "--experiment", str(exp), "--max-memory", "100M",
                     *FAST])
     assert decoded == [] and not exp.exists()

@@ -73,10 +73,10 @@ def test_format_1_files_still_load(tmp_path):
     model.finalize()
     torch.testing.assert_close(loaded.distances(test), model.distances(test), rtol=1e-6, atol=1e-6)
     state = read_model_file(tmp_path / "v1.pt")
-    state["version"] = 3
-    torch.save(state, tmp_path / "v3.pt")
-    with pytest.raises(UserError, match="version 3, this code reads 1, 2"):
-        read_model_file(tmp_path / "v3.pt")
+    state["version"] = 4
+    torch.save(state, tmp_path / "v4.pt")
+    with pytest.raises(UserError, match="version 4, this code reads 1, 2, 3"):
+        read_model_file(tmp_path / "v4.pt")
     del state["stats"]["sum_zz"]
     state["version"] = 1
     torch.save(state, tmp_path / "damaged.pt")

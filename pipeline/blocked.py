@@ -1,0 +1,110 @@
+"""One category fitted and scored in blocks of feature-map rows (models/blocks.py), when the estimate
+finds that its state does not fit the memory budget in one piece (pipeline/estimate.py sets plan.block_rows).
+
+Each image is decoded and goes through the backbone once: its embeddings go to files in the category's
+staging folder, which every block reads again. The model's sums file is written there too and is
+committed with model.pt; the embeddings are removed first.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import results
+from datasets.base import SegmentedLoader
+from datasets.batch import Batch
+from models import SemiOrthogonal, calibrate
+from models.blocks import EmbeddingFile, fit_and_score
+from pipeline import progress
+from pipeline.category import Scored, build_model, warn_no_validation
+from pipeline.options import RunOptions
+from pipeline.plan import Plan
+
+MAP_BATCH = 8  # distance maps upsampled and blurred at a time
+
+
+def embed_into(model: SemiOrthogonal, batches: Iterable[Batch], file: EmbeddingFile,
+               masks: list[np.ndarray] | None = None, labels: list[np.ndarray] | None = None) -> None:
+    """Each batch through the backbone and W, its embeddings appended to `file` in the fit's groups."""
+    def images() -> Iterable[torch.Tensor]:
+        for batch in batches:
+            if masks is not None and labels is not None:
+                masks.append(batch.mask.numpy())
+                labels.append(batch.label.numpy())
+            yield batch.image
+
+    for z, _ in model.gather(model.features_of(images())):
+        file.append(z)
+
+
+def maps_of(model: SemiOrthogonal, distances: torch.Tensor, batch: int = MAP_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(N, h, w) distances -> score maps (N, H, W) and image scores (N,), `batch` maps at a time."""
+    maps = np.empty((len(distances), *model.config.input_size), dtype=np.float32)
+    for start in range(0, len(distances), batch):
+        maps[start:start + batch] = model.smooth(distances[start:start + batch]).numpy()
+    return maps, maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.empty(0, np.float32)
+
+
+def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader, device: torch.device,
+                          staging: Path, extractors: dict | None = None,
+                          save: Callable[[SemiOrthogonal], Future] | None = None) -> Scored:
+    """pipeline.category.fit_and_score, in blocks of plan.block_rows feature-map rows."""
+    assert plan.block_rows is not None
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    model = build_model(options, plan, device, {} if extractors is None else extractors)
+    model.meta, model.fitted = dict(plan.meta), plan.fitted
+    c = plan.config
+    P, k = model.positions, model.W.shape[1]
+    files = [EmbeddingFile(staging / f".embeddings-{name}", P, k) for name in ("fit", "val", "test")]
+    masks: list[list[np.ndarray]] = [[], []]
+    labels: list[list[np.ndarray]] = [[], []]
+    try:
+        t = time.perf_counter()
+        embed_into(model, progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit)), files[0])
+        seconds["fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for i, (name, count) in enumerate((("validation", len(plan.val)), ("test", len(plan.splits.test)))):
+            embed_into(model, progress.track(data.next_segment(), f"{plan.category} {name}", count), files[i + 1],
+                       masks[i], labels[i])
+        seconds["embed"] = time.perf_counter() - t
+        t = time.perf_counter()
+        model.stats, (val, test) = fit_and_score(files[0], files[1:], model.feature_size, plan.block_rows, c.eps,
+                                                 c.unbiased, staging / results.SUMS_FILE, device)
+        seconds["blocks"] = time.perf_counter() - t
+    finally:
+        for file in files:
+            file.close()
+    if options.verbose:
+        print(f"{plan.category}: {files[0].n} images fitted in blocks of {plan.block_rows} feature-map rows "
+              f"({model.feature_size[0]} rows, {P} positions, k = {c.k}) in {seconds['blocks']:.2f} s, "
+              f"embeddings in {seconds['fit'] + seconds['embed']:.2f} s", flush=True)
+    t = time.perf_counter()
+    thresholds: dict[str, float] = {}
+    if len(val):
+        val_maps, val_scores = maps_of(model, val)
+        thresholds = calibrate(val_maps, val_scores, options.val_fpr)
+        del val_maps
+    else:
+        warn_no_validation(plan.category)
+    model.thresholds = thresholds
+    seconds["calibrate"] = time.perf_counter() - t
+    saved = save(model) if save is not None else None
+    t = time.perf_counter()
+    scores = None
+    if len(test):
+        maps, image_scores = maps_of(model, test)
+        scores = results.Scores(maps=maps, image_scores=image_scores, masks=np.concatenate(masks[1]).astype(np.uint8),
+                                labels=np.concatenate(labels[1]).astype(np.int8))
+        scores.defects = np.array([s.defect for s in plan.splits.test])
+        scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
+    seconds["score"] = time.perf_counter() - t
+    seconds["device_total"] = time.perf_counter() - start
+    if save is None:
+        (staging / results.SUMS_FILE).unlink(missing_ok=True)
+    return Scored(plan, staging, scores, thresholds, seconds, files[0].n, saved)
