@@ -40,7 +40,10 @@ from datasets.batch import Item, loader
 from datasets.listing import glob_files
 from datasets.transforms import covered_box, pipeline_of
 from models import SemiOrthogonal
+from models.blocks import BlockedStats
 from pipeline import outputs, progress
+from pipeline.blocked import predict_batches
+from pipeline.estimate import block_rows, blocked_estimate, default_budget, parse_bytes, resident_bytes, shown
 from pipeline.predict_files import (
     CSV_NAME,
     check_names,
@@ -63,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget for a model fitted in blocks (model.sums beside model.pt), scored block "
+                        "by block within it (default: the memory available, less 1 GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds predictions")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p.parse_args(argv)
@@ -139,12 +145,27 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 
 def load_model(path: str, device: torch.device) -> SemiOrthogonal:
-    """model.pt, or a model.onnx from tools/export.py run by onnxruntime (optional: imported only then)."""
+    """model.pt, or a model.onnx from tools/export.py run by onnxruntime (optional: imported only then). A
+    model fitted in blocks keeps its sums in their file, to be scored block by block."""
     if Path(path).suffix.lower() == ".onnx":
         from onnx_model import OnnxScorer
 
         return OnnxScorer(path, device)  # config, thresholds and predict(), as SemiOrthogonal
-    return SemiOrthogonal.load(path, device)
+    return SemiOrthogonal.load(path, device, sums_in_memory=False)
+
+
+def rows_per_block(model: SemiOrthogonal, images: int, args: argparse.Namespace) -> int | None:
+    """A model fitted in blocks: the most feature-map rows per block that fit --max-memory; None otherwise."""
+    if not isinstance(getattr(model, "stats", None), BlockedStats):  # an ONNX model has none
+        return None
+    budget = parse_bytes(args.max_memory) if args.max_memory is not None else default_budget()
+    baseline = resident_bytes()
+    rows = block_rows(model.config, budget, lambda r: blocked_estimate(model.config, r, 0, images, args.batch_size,
+                                                                       args.workers, False, baseline))
+    if rows is None:
+        raise UserError(f"{args.model} needs more than {shown(budget)} even in blocks of one feature-map row; "
+                        "raise --max-memory or lower --batch-size")
+    return rows
 
 
 def check_pipeline(model: SemiOrthogonal, path: str | Path) -> None:
@@ -171,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     check_pipeline(model, args.model)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
+    block = rows_per_block(model, len(paths), args)
     claim(out, args.overwrite)  # before any image is decoded or any file written
     staging = None
     try:
         staging = outputs.stage(out)
         check_names(staging, names, paths)
-        rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args)
+        rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args,
+                                     block)
         write_csv(staging / CSV_NAME, rows)
         outputs.commit(staging, out, args.overwrite, elsewhere="another --out", owned=None)
     except OSError as error:
@@ -195,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: list[str],
-               thresholds: tuple[float, float], args: argparse.Namespace) -> tuple[list[dict], int]:
-    """Scores every image, writing its three PNGs into `folder`; (CSV rows, unreadable files)."""
+               thresholds: tuple[float, float], args: argparse.Namespace, block: int | None = None
+               ) -> tuple[list[dict], int]:
+    """Scores every image, writing its three PNGs into `folder`; (CSV rows, unreadable files). `block`: a
+    model fitted in blocks is scored in blocks of that many feature-map rows."""
     pixel_threshold, image_threshold = thresholds
     dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
                              model.config.protocol, model.meta.get("dataset", ""))  # as the model was fitted
@@ -208,8 +233,7 @@ def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: li
     from tqdm import tqdm
 
     with tqdm(total=len(paths), unit="img", disable=not progress.wanted(args.quiet), file=sys.stderr) as bar:
-        for batch in data:
-            maps, scores = model.predict(batch.image)
+        for batch, maps, scores in predict_batches(model, data, folder, block):
             for i, index in enumerate(batch.index.tolist()):
                 bar.update(1)
                 path = paths[index]

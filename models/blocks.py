@@ -79,6 +79,15 @@ class BlockedStats:
         return {"n": torch.tensor(self.n), "shift": self.shift, "sum_z": self.sum_z,
                 "sum_zz_file": self.sums_path.name}
 
+    def block(self, start: int, stop: int, device: torch.device | str = "cpu") -> RunningStats:
+        """The sums of positions start..stop in memory."""
+        stats = RunningStats.__new__(RunningStats)
+        positions, k = self.shift.shape
+        stats.n = self.n
+        stats.shift, stats.sum_z = self.shift[start:stop].to(device), self.sum_z[start:stop].to(device)
+        stats.sum_zz = read_sums(self.sums_path, positions, k, start, stop).to(device)
+        return stats
+
 
 def block_bounds(feature_size: tuple[int, int], rows: int) -> list[tuple[int, int]]:
     """The position ranges (start, stop) of bands of `rows` feature-map rows, top to bottom."""
@@ -104,13 +113,30 @@ def fit_and_score(train: EmbeddingFile, scored: list[EmbeddingFile], feature_siz
             mu, L = cholesky_packed(stats, eps, unbiased)
             sums.write(stats.sum_zz.cpu().contiguous().numpy().data)
             shift[start:stop], sum_z[start:stop] = stats.shift.cpu(), stats.sum_z.cpu()
-            for file, out in zip(scored, distances, strict=True):
-                first = 0
-                for z in file.groups_of(start, stop, device):
-                    out[first:first + z.shape[1], start:stop] = mahalanobis(z, mu, L).t().cpu()
-                    first += z.shape[1]
+            score_block(scored, distances, start, stop, mu, L, device)
             del stats, mu, L  # before the next block's are allocated
     return BlockedStats(train.n, shift, sum_z, sums_path), [d.view(-1, h, w) for d in distances]
+
+
+def score_in_blocks(stats: BlockedStats, scored: list[EmbeddingFile], feature_size: tuple[int, int], rows: int,
+                    eps: float, unbiased: bool, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """A fitted model's distances (N, h, w) for every file of `scored`, its sums read block by block."""
+    distances = [torch.empty(f.n, feature_size[0] * feature_size[1]) for f in scored]
+    for start, stop in block_bounds(feature_size, rows):
+        mu, L = cholesky_packed(stats.block(start, stop, device), eps, unbiased)
+        score_block(scored, distances, start, stop, mu, L, device)
+        del mu, L
+    return [d.view(-1, *feature_size) for d in distances]
+
+
+def score_block(scored: list[EmbeddingFile], distances: list[torch.Tensor], start: int, stop: int, mu: torch.Tensor,
+                L: torch.Tensor, device: torch.device | str) -> None:
+    """Positions start..stop of each file's images into its distances (N, P)."""
+    for file, out in zip(scored, distances, strict=True):
+        first = 0
+        for z in file.groups_of(start, stop, device):
+            out[first:first + z.shape[1], start:stop] = mahalanobis(z, mu, L).t().cpu()
+            first += z.shape[1]
 
 
 def read_sums(path: Path, positions: int, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor:

@@ -231,7 +231,10 @@ class SemiOrthogonal(torch.nn.Module):
         save_state(model_state(self, embed_backbone), path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True) -> SemiOrthogonal:
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", finalize: bool = True,
+             sums_in_memory: bool = True) -> SemiOrthogonal:
+        """The model a file holds, finalized unless asked not to. A model fitted in blocks (format 3) without
+        `sums_in_memory` keeps its sums in their file (BlockedStats, for models/blocks.score_in_blocks)."""
         state = read_model_file(path)
         model = cls(config_from_state(state, path), weights="random", extractor=referenced_backbone(path, state))
         if not is_reference(state["backbone"]):
@@ -243,7 +246,11 @@ class SemiOrthogonal(torch.nn.Module):
         if state.get("fitted") is not None:  # files written before the digests existed have none
             model.fitted = state["fitted"].clone()
         model.to(device)
-        model.stats = stats_class(model.config.approx).from_state(state["stats"], device)
+        stats = state["stats"]
+        if "sum_zz_file" in stats and not sums_in_memory:
+            model.stats = BlockedStats(int(stats["n"]), stats["shift"], stats["sum_z"], Path(stats["sum_zz_file"]))
+            return model
+        model.stats = stats_class(model.config.approx).from_state(stats, device)
         if finalize:
             model.finalize()
         return model

@@ -8,7 +8,7 @@ committed with model.pt; the embeddings are removed first.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import results
 from datasets.base import SegmentedLoader
 from datasets.batch import Batch
 from models import SemiOrthogonal, calibrate
-from models.blocks import EmbeddingFile, fit_and_score
+from models.blocks import BlockedStats, EmbeddingFile, fit_and_score, score_in_blocks
 from pipeline import progress
 from pipeline.category import Scored, build_model, warn_no_validation
 from pipeline.options import RunOptions
@@ -108,3 +108,35 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
     if save is None:
         (staging / results.SUMS_FILE).unlink(missing_ok=True)
     return Scored(plan, staging, scores, thresholds, seconds, files[0].n, saved)
+
+
+def predict_batches(model: SemiOrthogonal, batches: Iterable[Batch], folder: Path, rows: int | None
+                    ) -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
+    """Each batch with its score maps and image scores, as SemiOrthogonal.predict gives them. A model
+    whose sums stay in their file (BlockedStats) embeds every batch first, into a file in `folder`, then
+    scores block by block of `rows` feature-map rows; the batches come back without their images."""
+    if not isinstance(getattr(model, "stats", None), BlockedStats):  # an ONNX model has none
+        for batch in batches:
+            yield (batch, *model.predict(batch.image))
+        return
+    assert rows is not None
+    held: list[Batch] = []
+
+    def images() -> Iterable[torch.Tensor]:
+        for batch in batches:
+            held.append(Batch(batch.image[:0], batch.mask[:0], batch.label, batch.index, batch.error))
+            yield batch.image
+
+    file = EmbeddingFile(folder / ".embeddings", model.positions, model.W.shape[1])
+    try:
+        for z, _ in model.gather(model.features_of(images())):
+            file.append(z)
+        (distances,) = score_in_blocks(model.stats, [file], model.feature_size, rows, model.config.eps,
+                                       model.config.unbiased, model.device)
+    finally:
+        file.close()
+    first = 0
+    for batch in held:
+        maps = model.smooth(distances[first:first + len(batch.index)])
+        first += len(batch.index)
+        yield batch, maps, maps.flatten(1).amax(dim=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import predict
 import train
@@ -98,12 +99,29 @@ def test_a_blocked_run_writes_the_in_memory_results(root, tmp_path, monkeypatch,
     assert (blocks / "model.sums").stat().st_size == in_memory.numel() * 4
     loaded = SemiOrthogonal.load(blocks / "model.pt")
     assert torch.equal(loaded.stats.sum_zz, in_memory)
-    for name in ("memory", "blocks"):  # predict.py reads the sums file with its model file
+    monkeypatch.setattr(predict, "block_rows", lambda config, budget, estimate_of: 3)  # 6 blocks of 16 rows
+    for name in ("memory", "blocks"):  # predict.py scores a model fitted in blocks block by block
         folder = tmp_path / name / "mvtecad" / "toy"
         assert predict.main(["--model", str(folder / "model.pt"), "--input", str(root / "toy" / "test"),
                              "--out", str(tmp_path / f"pred-{name}"), "--quiet"]) in (0, 1)
     rows = [list(csv.DictReader(open(tmp_path / f"pred-{name}" / "predictions.csv"))) for name in ("memory", "blocks")]
     assert [r["image_score"] for r in rows[0]] == [r["image_score"] for r in rows[1]] and rows[0]
+    for kind in ("heatmap", "mask"):
+        for image in (tmp_path / "pred-memory").rglob(f"*_{kind}.png"):
+            other = tmp_path / "pred-blocks" / image.relative_to(tmp_path / "pred-memory")
+            np.testing.assert_array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(other)))
+    assert not list((tmp_path / "pred-blocks").rglob(".embeddings*"))
+
+
+def test_predict_refuses_a_budget_too_small_for_one_row(root, tmp_path, monkeypatch, capsys):
+    forced_blocks(monkeypatch, 8)
+    assert train.main(["--dataroot", str(root), "--category", "toy", "--experiment", str(tmp_path / "e"), *FAST]) == 0
+    model = tmp_path / "e" / "mvtecad" / "toy" / "model.pt"
+    with pytest.raises(UserError, match=r"model.pt needs more than 1 MiB even in blocks of one feature-map row; "
+                                        "raise --max-memory or lower --batch-size"):
+        predict.main(["--model", str(model), "--input", str(root / "toy" / "test"), "--out", str(tmp_path / "p"),
+                      "--max-memory", "1M"])
+    assert not (tmp_path / "p").exists()
 
 
 def test_the_budget_chooses_the_largest_block_that_fits(root, tmp_path, monkeypatch, capsys):
