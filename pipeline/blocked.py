@@ -115,7 +115,8 @@ def predict_batches(model: SemiOrthogonal, batches: Iterable[Batch], folder: Pat
     """Each batch with its score maps and image scores, as SemiOrthogonal.predict gives them. A model
     whose sums stay in their file (BlockedStats) embeds every batch first, into a file in `folder`, then
     scores block by block of `rows` feature-map rows; the batches come back without their images."""
-    if not isinstance(getattr(model, "stats", None), BlockedStats):  # an ONNX model has none
+    stats = getattr(model, "stats", None)  # an ONNX model has none
+    if not isinstance(stats, BlockedStats):
         for batch in batches:
             yield (batch, *model.predict(batch.image))
         return
@@ -131,7 +132,7 @@ def predict_batches(model: SemiOrthogonal, batches: Iterable[Batch], folder: Pat
     try:
         for z, _ in model.gather(model.features_of(images())):
             file.append(z)
-        (distances,) = score_in_blocks(model.stats, [file], model.feature_size, rows, model.config.eps,
+        (distances,) = score_in_blocks(stats, [file], model.feature_size, rows, model.config.eps,
                                        model.config.unbiased, model.device)
     finally:
         file.close()
