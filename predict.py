@@ -43,7 +43,16 @@ from models import SemiOrthogonal
 from models.blocks import BlockedStats
 from pipeline import outputs, progress
 from pipeline.blocked import predict_batches
-from pipeline.estimate import block_rows, blocked_estimate, default_budget, parse_bytes, resident_bytes, shown
+from pipeline.estimate import (
+    block_rows,
+    blocked_estimate,
+    check_room,
+    default_budget,
+    embedding_bytes,
+    parse_bytes,
+    resident_bytes,
+    shown,
+)
 from pipeline.predict_files import (
     CSV_NAME,
     check_names,
@@ -165,6 +174,7 @@ def rows_per_block(model: SemiOrthogonal, images: int, args: argparse.Namespace)
     if rows is None:
         raise UserError(f"{args.model} needs more than {shown(budget)} even in blocks of one feature-map row; "
                         "raise --max-memory or lower --batch-size")
+    check_room(Path(args.out), embedding_bytes(model.config, images), "scoring", "embeddings", "--out")
     return rows
 
 

@@ -194,7 +194,7 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "n_val": len(plan.val), "n_test": len(plan.splits.test), "metrics": {}, "seconds": scored.seconds,
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
         "n_fitted_total": scored.n_fitted, "label": options.label, "layers": list(config.layers),
-        "pre_relu": config.pre_relu, "estimate": plan.estimate,
+        "pre_relu": config.pre_relu, "estimate": plan.estimate, "block_rows": plan.block_rows,
     }
 
 

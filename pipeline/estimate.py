@@ -260,14 +260,18 @@ def check_disk(plan: Plan, e: Estimate) -> None:
     """A blocked category's embeddings and sums go to its staging folder: refused before decoding when the
     disk there cannot take them."""
     n = len(plan.fit) + len(plan.val) + len(plan.splits.test)
-    needed = embedding_bytes(plan.config, n) + e.model_file_bytes
-    folder = plan.out_dir
+    check_room(plan.out_dir, embedding_bytes(plan.config, n) + e.model_file_bytes, plan.category,
+               "embeddings and sums", "--experiment")
+
+
+def check_room(target: Path, needed: int, what: str, files: str, flag: str) -> None:
+    folder = target
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise UserError(f"{plan.category} in blocks writes about {shown(needed)} of embeddings and sums into "
-                        f"{folder}, which has {shown(free)} free; free space there or choose another --experiment")
+        raise UserError(f"{what} in blocks writes about {shown(needed)} of {files} into {folder}, which has "
+                        f"{shown(free)} free; free space there or choose another {flag}")
 
 
 def check_device(named: dict[str, Estimate], device: torch.device) -> None:

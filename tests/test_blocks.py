@@ -93,6 +93,7 @@ def test_a_blocked_run_writes_the_in_memory_results(root, tmp_path, monkeypatch,
         np.testing.assert_array_equal(a[key], b[key])
     ma, mb = (json.loads((folder / "metrics.json").read_text()) for folder in (memory, blocks))
     assert ma["metrics"] == mb["metrics"] and ma["thresholds"] == mb["thresholds"]
+    assert (ma["block_rows"], mb["block_rows"]) == (None, 5)
     state = read_model_file(blocks / "model.pt")
     assert state["version"] == 3 and "sum_zz_packed" not in state["stats"]
     in_memory = torch.load(memory / "model.pt", weights_only=True)["stats"]["sum_zz_packed"]
@@ -121,6 +122,11 @@ def test_predict_refuses_a_budget_too_small_for_one_row(root, tmp_path, monkeypa
                                         "raise --max-memory or lower --batch-size"):
         predict.main(["--model", str(model), "--input", str(root / "toy" / "test"), "--out", str(tmp_path / "p"),
                       "--max-memory", "1M"])
+    assert not (tmp_path / "p").exists()
+    monkeypatch.setattr(estimates.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
+    with pytest.raises(UserError, match=r"^scoring in blocks writes about .* of embeddings into .*, which has 0 MiB "
+                                        r"free; free space there or choose another --out$"):
+        predict.main(["--model", str(model), "--input", str(root / "toy" / "test"), "--out", str(tmp_path / "p")])
     assert not (tmp_path / "p").exists()
 
 
