@@ -19,7 +19,7 @@ import torch
 from common import UserError
 from models.backbone import feature_size
 from models.config import Config
-from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, weight_bytes
+from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, tile_bytes, weight_bytes
 from models.semi_ortho import group_size
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
@@ -55,8 +55,10 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
     H, W = config.input_size
     image = 3 * H * W * FLOAT
     in_flight = (1 + 2 * workers) * batch_size * (image + H * W)  # pixels and masks; 2 prefetched per worker
-    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, (H, W), batch_size))
-    h, w = feature_size(config.input_size, config.backbone)
+    # a tiled model's backbone takes a batch's tiles at most batch_size at a time
+    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, config.model_size, batch_size))
+    activations += tile_bytes(config, batch_size)
+    h, w = feature_size(config.model_size, config.backbone)
     P, k = h * w, state["mu"] // (h * w * FLOAT)  # k, or F for the ablations on every channel
     buffer = P * group_size(P, config.k) * config.k * FLOAT
     model = state["sums"] + state["factor"] + state["mu"] + state["W"]
