@@ -54,10 +54,16 @@ def untile(tiles: torch.Tensor, image_size: tuple[int, int], size: tuple[int, in
 
 def stitch(distances: torch.Tensor, config: Config) -> torch.Tensor:
     """Per-tile distances (B * n, h, w) -> score maps (B, H, W): each tile's distances upsampled to the
-    tile (bilinear), the tiles averaged where they overlap, then the whole map blurred."""
+    tile (bilinear), then `assemble`d."""
+    assert config.tile is not None  # a tiled model's
+    return assemble(upsample(distances, config.tile), config)
+
+
+def assemble(tile_maps: torch.Tensor, config: Config) -> torch.Tensor:
+    """Each tile's upsampled map (B * n, S_h, S_w) -> score maps (B, H, W): the tiles averaged where they
+    overlap, then the whole map blurred (what a runtime does with an exported tiled graph's output)."""
     assert config.tile is not None and config.stride is not None  # a tiled model's
-    maps = untile(upsample(distances, config.tile), config.input_size, config.tile, config.stride)
-    return blur(maps, config.sigma)
+    return blur(untile(tile_maps, config.input_size, config.tile, config.stride), config.sigma)
 
 
 def check_tiling(config: Config) -> None:
