@@ -115,6 +115,26 @@ def test_tiled_scores_equal_a_float64_reference(tiled):
     torch.testing.assert_close(torch.cat([m for m, _ in batched]), maps, rtol=1e-5, atol=1e-5)
 
 
+def test_scoring_by_the_inverse_factor_gives_the_same_maps(tiled):
+    """L^-1 and one GEMM, as on a GPU."""
+    other = SemiOrthogonal(TILED, extractor=tiled.extractor)
+    other.stats = tiled.stats
+    other.finalize(inverse=True)
+    batch = images(2, 11)
+    torch.testing.assert_close(other.predict(batch)[0], tiled.predict(batch)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("approx", ["global", "lowrank", "lowranki"])
+def test_the_ablations_score_on_the_tile_grid(approx):
+    config = Config(backbone="resnet18", k=64 if approx == "global" else 10, approx=approx, image_size=(96, 80),
+                    tile=(64, 64), layers=(1,))  # F = 64
+    model = SemiOrthogonal(config, weights="random")
+    model.fit([images(3, 0)])
+    model.finalize()
+    maps, scores = model.predict(images(2, 1))
+    assert maps.shape == (2, 96, 80) and torch.isfinite(maps).all() and torch.equal(scores, maps.flatten(1).amax(1))
+
+
 def test_the_model_file_keeps_the_tiles(tiled, tmp_path):
     tiled.save(tmp_path / "model.pt")
     state = torch.load(tmp_path / "model.pt", weights_only=True)
