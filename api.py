@@ -187,5 +187,5 @@ def _config(backbone: str, k: int | None, approx: str, image_size: tuple[int, in
         raise UserError(f"crop {crop} is larger than image_size {image_size}")
     config = Config(backbone=backbone, k=k, approx=approx, seed=seed_value(seed), image_size=image_size, crop=crop,
                     eps=eps, unbiased=unbiased, layers=layers)
-    check_feasible(config.approx, F, config.k, feature_size(config.input_size, config.backbone))
+    check_feasible(config.approx, F, config.k, feature_size(config.model_size, config.backbone))
     return config

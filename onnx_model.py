@@ -4,8 +4,10 @@ The graph takes `images` (N, 3, H, W), float32, normalised as in training (RGB i
 ImageNet mean, divided by its std; H x W the model's input size) and returns `maps` (N, H, W), the
 smoothed score maps at input size, and `scores` (N,), their maxima. The batch size is dynamic. The
 metadata (string key -> JSON) holds what a plain runtime needs beside the graph: the calibrated
-thresholds, the config, the normalisation. onnx/onnxruntime are imported only where used, so the
-rest of the project runs without them.
+thresholds, the config, the normalisation. A tiled model's graph (--tile) takes `tiles` (N, 3, S, S) of such
+images and returns `tile_maps` (N, S, S), each tile's distances upsampled, unblurred; its metadata 'tiling'
+says how a runtime puts them back together (OnnxScorer does). onnx/onnxruntime are imported only where
+used, so the rest of the project runs without them.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from common import UserError
 from datasets.base import IMAGENET_MEAN, IMAGENET_STD
 from models.config import Config
 from models.model_file import config_from_state
+from models.tiles import assemble, tile
 
 FORMAT = "semiortho-onnx"
 PROTOBUF_LIMIT = 2 * 1024 ** 3  # one ONNX protobuf cannot exceed 2 GB; beyond, weights go to <file>.data
@@ -47,7 +50,17 @@ def metadata(model) -> dict[str, str]:
         "normalisation": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "range": [0, 1],
                                      "channels": "RGB", "layout": "NCHW"}),
         "mahalanobis": "inverse Cholesky factor L^-1 (P, k, k): distance = |L^-1 (z - mu)|",
+        **({"tiling": json.dumps(tiling(model.config))} if model.config.tile else {}),
     }
+
+
+def tiling(config: Config) -> dict:
+    """What a runtime does with a tiled model's tile_maps (models/tiles.py's `tile` and `stitch`)."""
+    return {"tile": list(config.tile), "stride": list(config.stride), "input_size": list(config.input_size),
+            "sigma": config.sigma, "truncate": 4.0,
+            "steps": "cut each image into tiles at 0, stride, 2 stride, ... and one flush with the far edge; "
+                     "average the tile_maps where tiles overlap; blur the map (Gaussian sigma, truncate, "
+                     "reflected at the edges); the image score is its maximum"}
 
 
 def export(model_path: str | Path, out: str | Path, external_data: bool = False, batch: int = 2) -> Path:
@@ -91,18 +104,20 @@ class QuietAmbiguousAttributes(logging.Filter):
 
 
 def _write_graph(model, out: Path, staging: Path, external_data: bool, batch: int) -> None:
-    from models.export import ScoringGraph
+    from models.export import ScoringGraph, TileGraph
 
     model.finalize(inverse=True)  # the graph scores by GEMM with L^-1
     model.stats = None  # 0.75 GB for WRN-50-2, k = 300: not needed by the graph
-    graph = ScoringGraph(model).eval()
-    example = torch.zeros(batch, 3, *model.config.input_size)
+    tiled = model.config.tile is not None
+    graph = (TileGraph if tiled else ScoringGraph)(model).eval()
+    example = torch.zeros(batch, 3, *model.config.model_size)
+    inputs, outputs = (["tiles"], ["tile_maps"]) if tiled else (["images"], ["maps", "scores"])
     quiet, ir_logger = QuietAmbiguousAttributes(), logging.getLogger("onnx_ir._convenience")
     ir_logger.addFilter(quiet)
     try:
         with torch.no_grad():
-            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
-                                        output_names=["maps", "scores"], verbose=False,
+            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=inputs,
+                                        output_names=outputs, verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
         program.model.metadata_props.update(metadata(model))
         size = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
@@ -190,14 +205,21 @@ class OnnxScorer:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.thresholds.values()):
             raise UserError(f"{path}: its metadata 'thresholds' are not numbers; export it again with tools/export.py")
         shape = self.session.get_inputs()[0].shape  # (batch, 3, H, W); the batch is a symbolic name
-        if list(shape[2:]) != list(self.config.input_size):
+        size = self.config.model_size  # a tiled model's graph takes tiles
+        if list(shape[2:]) != list(size):
             raise UserError(f"{path}: its graph takes {' x '.join(map(str, shape[2:]))} images, its metadata says "
-                            f"{self.config.input_size[0]} x {self.config.input_size[1]}; export it again with "
-                            "tools/export.py")
+                            f"{size[0]} x {size[1]}; export it again with tools/export.py")
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> score maps (B, H, W) and image scores (B,), as SemiOrthogonal.predict."""
-        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        maps, scores = self.session.run(["maps", "scores"], {"images": array})
-        return torch.from_numpy(maps), torch.from_numpy(scores)
+        c = self.config
+        if c.tile is None or c.stride is None:
+            array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+            maps, scores = self.session.run(["maps", "scores"], {"images": array})
+            return torch.from_numpy(maps), torch.from_numpy(scores)
+        # the tiles of a batch at most as many at a time as it has images, as SemiOrthogonal fits and scores
+        parts = [self.session.run(["tile_maps"], {"tiles": np.ascontiguousarray(chunk.numpy(), dtype=np.float32)})[0]
+                 for chunk in tile(images.detach().cpu().float(), c.tile, c.stride).split(images.shape[0])]
+        stitched = assemble(torch.from_numpy(np.concatenate(parts)), c)
+        return stitched, stitched.flatten(1).amax(dim=1)
 

@@ -29,14 +29,7 @@ from pipeline.label import label_settings, parse_layers
 from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
-
-
-def size_pair(values: list[int] | None, flag: str) -> tuple[int, int] | None:
-    if not values:
-        return None
-    if len(values) > 2 or min(values) < 16:
-        raise UserError(f"{flag} takes one size S or two sizes H W, each at least 16")
-    return (values[0], values[-1])
+from pipeline.sizes import add_tile_flags, check_sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default=None,
                        help="precision of the backbone alone (default float32; bfloat16: ~2x faster on CPUs with "
                             "AVX512-BF16/AMX and on GPUs; see BENCHMARKS.md for its effect on the metrics)")
+    add_tile_flags(model)
     model.add_argument("--resume", default=None, metavar="MODEL_PT",
                        help="add this run's training images to the sums stored in a model.pt (same backbone, W, size)")
     model.add_argument("--val-fpr", type=float, default=None,
@@ -132,8 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def checked(args: argparse.Namespace) -> argparse.Namespace:
     resolve_resume(args)
-    args.image_size = size_pair(args.image_size, "--image-size")
-    args.crop = size_pair(args.crop, "--crop")
+    check_sizes(args)
     if args.protocol is None and args.resume is None:  # with --resume: the model file's
         args.protocol = default_protocol(args.dataset)
     if args.protocol is not None:
@@ -196,7 +189,8 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
                       backbone_dtype=args.backbone_dtype, resume=Path(args.resume) if args.resume else None,
                       val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite,
                       save_model=args.save_model, embed_backbone=args.embed_backbone, metric=args.metric,
-                      label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose)
+                      label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose,
+                      tile=args.tile, tile_stride=args.tile_stride)
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:

@@ -43,6 +43,10 @@ class Config:
     protocol: Protocol = Protocol.STANDARD  # image pipeline (datasets/transforms.py); files older than it were standard
     layers: tuple[int, ...] = (1, 2, 3)  # stages tapped as x (ablation; files without it used all three)
     pre_relu: bool = False  # ResNets: tap each stage before its final ReLU (ablation)
+    # one Gaussian per position of a tile (H, W) fitted on every tile of every image (models/tiles.py);
+    # None: one per position of the whole input. Files written before it have none.
+    tile: tuple[int, int] | None = None
+    tile_stride: tuple[int, int] | None = None  # None: the tile's size (no overlap)
 
     def __post_init__(self) -> None:  # a string from a flag or a file becomes its member; ValueError if none
         object.__setattr__(self, "approx", Approx(self.approx))
@@ -51,6 +55,16 @@ class Config:
     @property
     def input_size(self) -> tuple[int, int]:
         return self.crop or self.image_size
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        """What the backbone sees: the tile, or the whole input; its grid is the model's positions."""
+        return self.tile or self.input_size
+
+    @property
+    def stride(self) -> tuple[int, int] | None:
+        """The tiles' stride (the tile's size unless given), None for an untiled model."""
+        return (self.tile_stride or self.tile) if self.tile else None
 
     def stored(self) -> dict[str, Any]:
         """The settings as model files hold them: plain lists and strings, which torch.load(weights_only) reads."""

@@ -1,4 +1,5 @@
-"""The fitted model as one traceable torch graph for export: images -> score maps and image scores.
+"""The fitted model as one traceable torch graph for export: images -> score maps and image scores; a tiled
+model's: tiles -> each tile's upsampled distance map (the runtime averages the overlaps and blurs).
 
 The graph carries the inverse Cholesky factor L^{-1} that the model scores with (ONNX has no
 triangular solve anyway): the distance |L^{-1} (z - mu)| is a batched matrix product.
@@ -11,17 +12,13 @@ import torch
 
 from common import SettingError
 from models.distance import inverse_of_packed
-from models.postprocess import smooth
+from models.postprocess import smooth, upsample
 from models.semi_ortho import SemiOrthogonal
 
 
-class ScoringGraph(torch.nn.Module):
-    """Backbone taps, z = W^T x, Mahalanobis distance with mu and L^{-1}, bilinear upsampling, Gaussian smoothing.
-
-    Input: (N, 3, H, W) images normalised as in training, H x W the model's input size. Output: score
-    maps (N, H, W) and image scores (N,) = map maximum, as SemiOrthogonal.predict. The backbone runs
-    in float32 whatever backbone_dtype the model was fitted with.
-    """
+class DistanceGraph(torch.nn.Module):
+    """Backbone taps, z = W^T x, Mahalanobis distance with mu and L^{-1}, at feature resolution. The
+    backbone runs in float32 whatever backbone_dtype the model was fitted with."""
 
     # the buffers, which nn.Module's __getattr__ would type as Tensor | Module
     W: torch.Tensor
@@ -36,7 +33,7 @@ class ScoringGraph(torch.nn.Module):
         if model.L_packed is None and model.L_inv is None:
             raise RuntimeError("finalize() the model before exporting it")
         self.extractor = model.extractor
-        self.size = model.config.input_size
+        self.size = model.config.model_size  # a tiled model's: the tile
         self.feature_size = model.feature_size
         self.sigma = model.config.sigma
         self.project = model.project
@@ -47,9 +44,25 @@ class ScoringGraph(torch.nn.Module):
         L_inv = inverse_of_packed(cast(torch.Tensor, model.L_packed)) if model.L_inv is None else model.L_inv
         self.register_buffer("L_inv", L_inv.float())
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def distances(self, images: torch.Tensor) -> torch.Tensor:
         z = self.project(self.extractor(images))  # (P, N, k)
         whitened = torch.matmul(z - self.mu.unsqueeze(1), self.L_inv.transpose(1, 2))  # (P, N, k)
-        distances = whitened.square().sum(dim=2).sqrt().t().reshape(-1, *self.feature_size)
-        maps = smooth(distances, self.size, self.sigma)
+        return whitened.square().sum(dim=2).sqrt().t().reshape(-1, *self.feature_size)
+
+
+class ScoringGraph(DistanceGraph):
+    """Input: (N, 3, H, W) images normalised as in training, H x W the model's input size. Output: score
+    maps (N, H, W) and image scores (N,) = map maximum, as SemiOrthogonal.predict."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = smooth(self.distances(images), self.size, self.sigma)
         return maps, maps.flatten(1).amax(dim=1)
+
+
+class TileGraph(DistanceGraph):
+    """A tiled model's. Input: (N, 3, S_h, S_w) tiles of normalised images (models/tiles.py's `tile`).
+    Output: each tile's distances upsampled to the tile (N, S_h, S_w), bilinear and unblurred:
+    models/tiles.py's `stitch` without its first step makes them SemiOrthogonal.predict's maps."""
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return upsample(self.distances(tiles), self.size)

@@ -12,6 +12,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from models import tiles
 from models.backbone import _meta_graph, feature_dim, feature_size, meta_model
 from models.config import Approx, Config
 from models.embedding import IDENTITY
@@ -44,8 +45,17 @@ def model_file_bytes(config: Config, backbone_stored: bool) -> int:
     return parts["W"] + parts["sums"] + (tapped_weight_bytes(config.backbone) if backbone_stored else 0)
 
 
+def tile_bytes(config: Config, batch: int) -> int:
+    """What a tiled model holds beside a batch of `batch` images: their tiles, cut out, and each tile's
+    upsampled map before they are put back together (0 for an untiled model)."""
+    if config.tile is None or config.stride is None:
+        return 0
+    n = batch * tiles.count(config.input_size, config.tile, config.stride)
+    return n * (3 + 1) * config.tile[0] * config.tile[1] * FLOAT
+
+
 def _positions(config: Config) -> int:
-    h, w = feature_size(config.input_size, config.backbone)
+    h, w = feature_size(config.model_size, config.backbone)  # a tiled model's: one tile's
     return h * w
 
 

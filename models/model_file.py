@@ -122,7 +122,7 @@ def sums_file_problem(path: Path, state: dict, config: Config) -> str | None:
     if not isinstance(name, str) or Path(name).name != name:
         return "its sums file entry is not a file name"
     sums = path.parent / name
-    h, w = feature_size(config.input_size, config.backbone)
+    h, w = feature_size(config.model_size, config.backbone)
     expected = h * w * config.k * (config.k + 1) // 2 * 4
     if not sums.is_file():
         return f"its sums file {sums} is missing (a model fitted in blocks is the two files together)"
@@ -138,7 +138,7 @@ def tensor_problem(state: dict, config: Config) -> str | None:
     if config.approx not in ("full", "global") and k > F:
         return f"its config has k {k} > F = {F} of {config.backbone}"
     d = F if config.approx in IDENTITY else k  # W = I for these: their sums are of all F channels
-    h, w = feature_size(config.input_size, config.backbone)
+    h, w = feature_size(config.model_size, config.backbone)  # a tiled model's: one tile's
     rows = 1 if config.approx == "global" else h * w  # global: one (F, F) sum, packed as a single row
     stats = state["stats"]
     expected: dict[str, tuple[Any, tuple[int, ...]]] = {
@@ -221,6 +221,9 @@ def config_from_state(state: dict, path: str | Path = "the model file") -> Confi
     try:
         values = {**config, "image_size": size(config.get("image_size", Config.image_size)),
                   "crop": size(config["crop"]) if config.get("crop") else None,
+                  # files written before tiles have neither
+                  "tile": size(config["tile"]) if config.get("tile") else None,
+                  "tile_stride": size(config["tile_stride"]) if config.get("tile_stride") else None,
                   "layers": tuple(int(i) for i in config.get("layers", ALL_LAYERS))}
         result = Config(**values)
     except (TypeError, ValueError) as error:
@@ -253,4 +256,8 @@ def config_problem(c: Config) -> str | None:
         return f"layers {c.layers}"
     if c.k < 1 or min(c.image_size) < 1 or (c.crop and min(c.crop) < 1):
         return f"k {c.k}, image size {c.image_size}, crop {c.crop}"
+    if c.tile_stride and not c.tile:
+        return f"tile_stride {c.tile_stride} without a tile"
+    if c.tile and c.stride and not all(0 < t <= s <= n for t, s, n in zip(c.stride, c.tile, c.input_size)):
+        return f"tile {c.tile}, tile_stride {c.tile_stride} for a {c.input_size} input"
     return None

@@ -1,4 +1,5 @@
-"""From a (S/4)^2 distance map to the evaluated S x S score map: bilinear upsampling, Gaussian smoothing."""
+"""From a (S/4)^2 distance map to the evaluated S x S score map: bilinear upsampling, Gaussian smoothing
+(together, `smooth`, or apart, `upsample` and `blur`, for tiled models: models/tiles.py)."""
 from __future__ import annotations
 
 import functools
@@ -21,12 +22,40 @@ def smooth(distances: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, t
     return rows @ distances @ cols.t()
 
 
+def upsample(distances: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) -> (B, H, W): smooth's first step alone, bilinear (align_corners=False) as one matrix per axis."""
+    (h, w), (H, W) = distances.shape[-2:], size
+    rows = upsampling_matrix(h, H).to(distances.device, distances.dtype)
+    cols = upsampling_matrix(w, W).to(distances.device, distances.dtype)
+    return rows @ distances @ cols.t()
+
+
+def blur(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
+    """(B, H, W) -> (B, H, W): smooth's second step alone, scipy's gaussian_filter(mode='reflect')."""
+    H, W = maps.shape[-2:]
+    rows = blur_matrix(H, sigma, truncate).to(maps.device, maps.dtype)
+    cols = blur_matrix(W, sigma, truncate).to(maps.device, maps.dtype)
+    return rows @ maps @ cols.t()
+
+
 @functools.lru_cache(maxsize=32)
 def axis_matrix(low: int, high: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """(high, low) float64: linear upsampling from `low` to `high` samples (align_corners=False), then
     the Gaussian kernel (radius truncate * sigma, reflected at the ends as scipy's 'reflect') along it."""
-    upsampling = F.interpolate(torch.eye(low, dtype=torch.float64).unsqueeze(0), size=high, mode="linear",
-                               align_corners=False)[0].t()
+    return blur_matrix(high, sigma, truncate) @ upsampling_matrix(low, high)
+
+
+@functools.lru_cache(maxsize=32)
+def upsampling_matrix(low: int, high: int) -> torch.Tensor:
+    """(high, low) float64: linear upsampling from `low` to `high` samples (align_corners=False)."""
+    return F.interpolate(torch.eye(low, dtype=torch.float64).unsqueeze(0), size=high, mode="linear",
+                         align_corners=False)[0].t()
+
+
+@functools.lru_cache(maxsize=32)
+def blur_matrix(high: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """(high, high) float64: the Gaussian kernel (radius truncate * sigma) along an axis, reflected at the
+    ends as scipy's 'reflect'."""
     radius = int(truncate * sigma + 0.5)
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
@@ -38,5 +67,4 @@ def axis_matrix(low: int, high: int, sigma: float, truncate: float = 4.0) -> tor
     rows = torch.arange(high)
     for tap, weight in enumerate(kernel):  # output i takes weight from the source of padded position i + tap
         blur.index_put_((rows, source[tap:tap + high]), weight.expand(high), accumulate=True)
-    return blur @ upsampling
-
+    return blur

@@ -26,6 +26,7 @@ from models.model_file import (
 )
 from models.pooled import PooledPrecision, PooledStats, fit_pooled
 from models.postprocess import smooth
+from models.tiles import stitch, tile
 
 
 class SemiOrthogonal(torch.nn.Module):
@@ -46,7 +47,7 @@ class SemiOrthogonal(torch.nn.Module):
                                                       config.pre_relu)
         W = make_projection(feature_dim(config.backbone, config.layers), config.k, config.approx, config.seed)
         self.register_buffer("W", W)
-        self.feature_size = feature_size(config.input_size, config.backbone)
+        self.feature_size = feature_size(config.model_size, config.backbone)  # a tile's, if tiled
         self.stats: RunningStats | BlockedStats | None = None  # BlockedStats: fitted in blocks, saved only
         self.register_buffer("mu", None)
         # cov + eps I = L L^T, distances |L^{-1} (z - mu)|: one of L packed (CPU: triangular solve, beside
@@ -70,7 +71,7 @@ class SemiOrthogonal(torch.nn.Module):
         return self.feature_size[0] * self.feature_size[1]
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> z (P, B, k)."""
+        """(B, 3, H, W) -> z (P, B, k), images of the model's size (a tiled model's: tiles)."""
         return self.project(self.features(images))
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -141,12 +142,22 @@ class SemiOrthogonal(torch.nn.Module):
             yield self._buffer[:, :filled], sizes
 
     def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        """The stage outputs of each batch; a tiled model's of the batch's tiles, at most as many at a time
+        as the batch has images (the activations of one batch, whatever the number of tiles)."""
+        c = self.config
         for images in batches:
-            yield self.features(images.to(self.device, non_blocking=True))
+            images = images.to(self.device, non_blocking=True)
+            if c.tile is None:
+                yield self.features(images)
+                continue
+            assert c.stride is not None  # tiled
+            for chunk in tile(images, c.tile, c.stride).split(images.shape[0]):
+                yield self.features(chunk)
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor]) -> None:
-        """Accumulates the running sums over batches of (B, 3, H, W) images; call finalize() after."""
+        """Accumulates the running sums over batches of (B, 3, H, W) images (a tiled model: over their
+        tiles, as if each were an image); call finalize() after."""
         self.fit_features(self.features_of(batches))
 
     @torch.no_grad()
@@ -182,8 +193,11 @@ class SemiOrthogonal(torch.nn.Module):
 
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> Mahalanobis distances at feature resolution (B, h, w)."""
-        return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
+        """(B, 3, H, W) -> Mahalanobis distances at feature resolution (B, h, w); a tiled model's for each
+        image's tiles in turn (B * n, h, w)."""
+        if self.config.tile is None:
+            return self.distances_of(self.embed(images.to(self.device, non_blocking=True)))
+        return torch.cat([self.distances_of(z) for z, _ in self.gather(self.features_of([images]))])
 
     def distances_of(self, z: torch.Tensor) -> torch.Tensor:
         if self.precision is not None:
@@ -198,7 +212,10 @@ class SemiOrthogonal(torch.nn.Module):
         return distances.t().reshape(-1, *self.feature_size)
 
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
-        """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4."""
+        """(B, h, w) distances -> (B, H, W) score maps: bilinear upsampling, Gaussian sigma = 4. A tiled
+        model: (B * n, h, w) -> (B, H, W), each tile upsampled, overlaps averaged, then the map blurred."""
+        if self.config.tile is not None:
+            return stitch(distances, self.config)
         return smooth(distances, self.config.input_size, self.config.sigma)
 
     @torch.no_grad()
@@ -211,7 +228,11 @@ class SemiOrthogonal(torch.nn.Module):
     def predict_batches(self, batches: Iterable[torch.Tensor], group: int | None = None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """predict() of each batch, in order. The distances of up to `group` images are computed
-        together (default: group_size)."""
+        together (default: group_size); a tiled model's tiles of one batch at a time."""
+        if self.config.tile is not None:  # the groups' sizes would count tiles, not images
+            for images in batches:
+                yield self.predict(images)
+            return
         for z, sizes in self.gather(self.features_of(batches), group):
             yield from self._predict_group(z, sizes)
 

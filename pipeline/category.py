@@ -112,8 +112,9 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     n_fitted = model.stats.n
     say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
     c = plan.config
-    say(f"{plan.category}: fit {n_fitted} images in {seconds['fit']:.2f} s: {model.positions} positions, "
-        f"F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
+    say(f"{plan.category}: fit {n_fitted} {'tiles' if c.tile else 'images'} in {seconds['fit']:.2f} s: "
+        f"{model.positions} positions, F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, "
+        f"sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
         flush=True)
     if rank != 0:
         return None
@@ -195,6 +196,8 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
         "n_fitted_total": scored.n_fitted, "label": options.label, "layers": list(config.layers),
         "pre_relu": config.pre_relu, "estimate": plan.estimate, "block_rows": plan.block_rows,
+        "tile": list(config.tile) if config.tile else None,
+        "tile_stride": list(config.stride) if config.stride else None,
     }
 
 

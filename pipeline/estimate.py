@@ -21,7 +21,7 @@ import torch
 from common import UserError
 from models.backbone import feature_size
 from models.config import Config
-from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, weight_bytes
+from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, tile_bytes, weight_bytes
 from models.semi_ortho import group_size
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
@@ -58,8 +58,10 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
     H, W = config.input_size
     image = 3 * H * W * FLOAT
     in_flight = (1 + 2 * workers) * batch_size * (image + H * W)  # pixels and masks; 2 prefetched per worker
-    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, (H, W), batch_size))
-    h, w = feature_size(config.input_size, config.backbone)
+    # a tiled model's backbone takes a batch's tiles at most batch_size at a time
+    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, config.model_size, batch_size))
+    activations += tile_bytes(config, batch_size)
+    h, w = feature_size(config.model_size, config.backbone)
     P, k = h * w, state["mu"] // (h * w * FLOAT)  # k, or F for the ablations on every channel
     buffer = P * group_size(P, config.k) * config.k * FLOAT
     model = state["sums"] + state["factor"] + state["mu"] + state["W"]
@@ -245,6 +247,8 @@ def with_estimates(plans: list[Plan], batch_size: int, workers: int, device: tor
 
 def not_blockable(config: Config, options: RunOptions, device: torch.device, world: int) -> str | None:
     """Why a run cannot be fitted in blocks, or None if it can."""
+    if config.tile is not None:
+        return "a --tile model is one tile's state: use a smaller --tile"
     if config.approx not in BLOCKABLE:
         return f"--approx {config.approx} cannot be fitted in blocks ({', '.join(BLOCKABLE)} can)"
     if device.type != "cpu":

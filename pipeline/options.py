@@ -44,6 +44,8 @@ class RunOptions:
     layers: tuple[int, ...] | None = Config.layers
     pre_relu: bool | None = Config.pre_relu
     verbose: bool = False
+    tile: tuple[int, int] | None = Config.tile
+    tile_stride: tuple[int, int] | None = Config.tile_stride
 
     def __post_init__(self) -> None:  # --approx's string becomes its member
         if self.approx is not None:

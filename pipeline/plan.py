@@ -20,6 +20,7 @@ from models import Config, config_from_state, read_model_file
 from models.backbone import feature_dim, feature_size, is_reference
 from models.distributed import shard
 from models.lowrank import check_feasible
+from models.tiles import check_tiling
 from pipeline.options import RunOptions
 
 
@@ -78,11 +79,12 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
         config = Config(backbone=options.backbone, k=options.k, approx=options.approx, seed=options.seed,
                         image_size=image_size, crop=options.crop, eps=eps, unbiased=options.unbiased,
                         backbone_dtype=options.backbone_dtype, protocol=data.protocol, layers=options.layers,
-                        pre_relu=options.pre_relu)
-        check_feasible(config.approx, feature_dim(config.backbone, config.layers), config.k,
-                       feature_size(config.input_size, config.backbone))
+                        pre_relu=options.pre_relu, tile=options.tile, tile_stride=options.tile_stride)
         if config.crop and (config.crop[0] > image_size[0] or config.crop[1] > image_size[1]):
             raise UserError(f"--crop {config.crop} is larger than --image-size {image_size}")
+        check_tiling(config)  # against the input size: the crop's, or the image size
+        check_feasible(config.approx, feature_dim(config.backbone, config.layers), config.k,
+                       feature_size(config.model_size, config.backbone))
         meta = {"dataset": options.dataset, "category": category, "weights": options.weights}
         return Plan(category, out_dir, splits, fit, val, config, options.dataset, meta, file_digests(fit))
     assert state is not None and stored is not None  # --resume: both read above
@@ -149,7 +151,11 @@ def check_resume(options: RunOptions, stored: Config, protocol: str | None = Non
                  "--approx": (options.approx, stored.approx), "--seed": (options.seed, stored.seed),
                  "--image-size": (options.image_size, stored.image_size), "--crop": (options.crop, stored.crop),
                  "--backbone-dtype": (options.backbone_dtype, stored.backbone_dtype),
-                 "--layers": (options.layers, stored.layers), "--pre-relu": (options.pre_relu, stored.pre_relu)}
+                 "--layers": (options.layers, stored.layers), "--pre-relu": (options.pre_relu, stored.pre_relu),
+                 "--tile": (options.tile, stored.tile), "--tile-stride": (options.tile_stride, stored.tile_stride)}
+    if options.tile is not None and stored.tile is None:  # its sums are of whole images
+        raise UserError(f"--resume {options.resume} is a model of whole images, not of tiles; drop --tile or fit a "
+                        "new model")
     for flag, (asked, have) in requested.items():
         if asked is not None and asked != have:
             raise UserError(f"--resume {options.resume} was fitted with {flag} {have}, not {asked}; "

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                 model = build_model(options, plan, device, extractors)
                 for _ in segments_of(plan, rank, world):
                     for batch in data.next_segment():
-                        model.features(batch.image.to(device, non_blocking=True))
+                        for _ in model.features_of([batch.image]):  # a tiled model's: the batch's tiles
+                            pass
                         images += len(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
