@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--category", default="all", help="a category, a comma-separated list, or all (default)")
     for dataset in specs():  # each dataset adds its own flags
         dataset.add_flags(data)
-    data.add_argument("--image-size", type=int, nargs="+", default=None, metavar="S",
-                      help="resize to S x S, or H W (default: the dataset's protocol, 256 for MVTec AD)")
+    data.add_argument("--image-size", nargs="+", default=None, metavar="S",
+                      help="resize to S x S, or H W, or native: each category at its first training image's size "
+                           "(default: the dataset's protocol, 256 for MVTec AD)")
     data.add_argument("--crop", type=int, nargs="+", default=None, metavar="S",
                       help="centre crop after resizing, e.g. 224 for PaDiM's geometry (default: none)")
     data.add_argument("--protocol", choices=PROTOCOLS, default=None,
@@ -131,6 +132,9 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
         args.protocol = default_protocol(args.dataset)
     if args.protocol is not None:
         check_protocol(args.dataset, args.protocol, args.image_size)
+    if args.native_size and (args.protocol == "paper" or args.resume):
+        raise UserError("--image-size native: --protocol paper resizes as the authors did and --resume keeps the "
+                        "model's size; use --protocol standard without --resume")
     if args.dataroot is None and spec(args.dataset).needs_root:
         args.dataroot = os.environ.get("DATA")  # the synthetic cache never lands in a real dataset folder
     if (args.batch_size is not None and args.batch_size < 1) or (args.workers is not None and args.workers < 0):
@@ -190,7 +194,7 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
                       val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite,
                       save_model=args.save_model, embed_backbone=args.embed_backbone, metric=args.metric,
                       label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose,
-                      tile=args.tile, tile_stride=args.tile_stride)
+                      tile=args.tile, tile_stride=args.tile_stride, native_size=args.native_size)
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:

@@ -28,6 +28,18 @@ def read_image(path: Path | Image.Image, mode: str = "RGB") -> Image.Image:
     return _read(path, mode, "image")
 
 
+def image_size_of(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file as read_image returns it (EXIF orientation applied), from its header alone."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # stored turned by 90 degrees
+                width, height = height, width
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {e}; replace or remove the file") from None
+    return height, width
+
+
 def read_mask(path: Path, mode: str = "L") -> Image.Image:
     """Grayscale mask (or `mode`); any non-zero pixel marks a defect, also in a 16-bit mask."""
     return _read(path, mode, "mask")

@@ -30,6 +30,7 @@ class RunOptions:
     unbiased: bool = Config.unbiased
     seed: int | None = Config.seed
     image_size: tuple[int, int] | None = None  # None: the dataset's protocol size
+    native_size: bool = False  # --image-size native: each category at its first training image's size
     crop: tuple[int, int] | None = Config.crop
     backbone_dtype: str | None = Config.backbone_dtype
     resume: Path | None = None

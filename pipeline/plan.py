@@ -15,6 +15,7 @@ from datasets import spec
 from datasets.base import ImageDataset, Sample, Splits
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
+from datasets.readers import image_size_of
 from datasets.transforms import check_protocol
 from models import Config, config_from_state, read_model_file
 from models.backbone import feature_dim, feature_size, is_reference
@@ -69,7 +70,8 @@ def plan_category(options: RunOptions, data: DataOptions, root: Path | None, cat
             fit = list(splits.train)  # the validation images, which only calibrate the thresholds, are fitted too
     if not fit:
         raise UserError(f"no training images for {options.dataset}/{category}")
-    image_size = options.image_size or splits.image_size
+    # native: read from the first training image's header; images of another size are resized to it
+    image_size = image_size_of(fit[0].image) if options.native_size else options.image_size or splits.image_size
     eps = splits.eps if options.eps is None else options.eps
     if options.resume is None:
         # train.py resolves each setting of a new fit (defaults(), the backbone's k); only --resume leaves them None

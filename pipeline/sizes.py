@@ -16,13 +16,22 @@ def add_tile_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def check_sizes(args: argparse.Namespace) -> None:
-    """Each size flag as None or an (H, W) pair, in place."""
-    args.image_size = size_pair(args.image_size, "--image-size")
+    """Each size flag as None or an (H, W) pair, in place; --image-size native sets args.native_size."""
+    args.native_size = args.image_size == ["native"]
+    args.image_size = None if args.native_size else size_pair(integers(args.image_size, "--image-size"),
+                                                              "--image-size")
     args.crop = size_pair(args.crop, "--crop")
     args.tile = size_pair(args.tile, "--tile")
     args.tile_stride = size_pair(args.tile_stride, "--tile-stride", least=1)
     if args.tile_stride and not args.tile:
         raise UserError("--tile-stride needs --tile; pass --tile S or drop --tile-stride")
+
+
+def integers(values: list[str] | None, flag: str) -> list[int] | None:
+    try:
+        return None if values is None else [int(v) for v in values]
+    except ValueError:
+        raise UserError(f"{flag} {' '.join(values or [])}: pass one size S, two sizes H W, or native") from None
 
 
 def size_pair(values: list[int] | None, flag: str, least: int = 16) -> tuple[int, int] | None:
