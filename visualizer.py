@@ -42,12 +42,12 @@ Pages
   binary prediction (score > threshold) with the ground-truth outline. Image order:
   defective images from the lowest image score up (missed defects first), then good
   images from the highest score down (false alarms first).
-  Zoom pages, for maps with a side over {ZOOM_FROM_PX} px (where a panel shrinks them more than 2x):
-  after each image page, {ZOOM_ROWS_PER_PAGE} crops a page at native resolution (stored at <= {ZOOM_MAX_PX} px), the same
-  4 panels each: one crop per ground-truth region (8-connected) and per false alarm (a
-  predicted region touching no ground truth), at most {ZOOM_CAP} an image: the largest defects, then
-  the largest false alarms. A crop is the region's box and {ZOOM_MARGIN} px around it, at least {ZOOM_MIN_PX} px
-  a side; numbered boxes on the image page show where each comes from.
+  Zoom pages, for maps with a side over {ZOOM_FROM_PX} px (a panel would shrink them over 2x):
+  after each image page, crops at native resolution ({ZOOM_ROWS_PER_PAGE} a page, stored at <= {ZOOM_MAX_PX} px),
+  the same 4 panels each: one crop per ground-truth region (8-connected) and per false
+  alarm (a predicted region touching no ground truth), at most {ZOOM_CAP} an image: the largest
+  defects, then the largest false alarms. A crop is the region's box and {ZOOM_MARGIN} px around
+  it, at least {ZOOM_MIN_PX} px a side; numbered boxes on the image page show where each comes from.
 
 Threshold
   --threshold T if given (applies to every category); else the pixel threshold calibrated

@@ -58,7 +58,7 @@ def plan_zooms(cat: Category) -> dict[int, list[Box]]:
     return zooms
 
 
-def zoom_chunks(cat: Category, rows: Sequence[int], first_rank: int) -> list[list[ZoomRow]]:
+def zoom_chunks(cat: Category, rows: Sequence[int] | np.ndarray, first_rank: int) -> list[list[ZoomRow]]:
     """The zoom pages after the image page of `rows` (ranked from `first_rank`), ZOOM_ROWS_PER_PAGE crops each."""
     crops = [ZoomRow(first_rank + r, int(i), k + 1, len(boxes), box)
              for r, i in enumerate(rows) for boxes in [cat.zooms.get(int(i), [])] for k, box in enumerate(boxes)]
@@ -70,8 +70,8 @@ def zoom_page(cat: Category, ckpt: Path, crops: Sequence[ZoomRow], page_no: int,
     first, last = crops[0].rank, crops[-1].rank
     ranks = f"test image {first}" if first == last else f"test images {first}–{last}"
     fig = page(f"{title(cat)}: zoomed crops of {ranks}",
-               f"at native resolution: one crop per defect region and per false alarm, at most {ZOOM_CAP} an "
-               "image (largest defects first); numbered as the boxes on the page before",
+               f"crops at native resolution, one per defect region and per false alarm (at most {ZOOM_CAP} an "
+               "image); numbered as the boxes on the page before",
                footer(cat, ckpt), page_no, pages)
     panel = PANEL_W  # square panels: crops are at most 2:1 and keep their aspect inside
     row_h = ROW_TITLE + COL_TITLE + panel + ROW_GAP
