@@ -70,8 +70,8 @@ def zoom_page(cat: Category, ckpt: Path, crops: Sequence[ZoomRow], page_no: int,
     first, last = crops[0].rank, crops[-1].rank
     ranks = f"test image {first}" if first == last else f"test images {first}–{last}"
     fig = page(f"{title(cat)}: zoomed crops of {ranks}",
-               f"crops at native resolution, one per defect region and per false alarm (at most {ZOOM_CAP} an "
-               "image); numbered as the boxes on the page before",
+               f"at native resolution: a crop per defect region and per false alarm, at most {ZOOM_CAP} an image, "
+               "numbered as boxed before",
                footer(cat, ckpt), page_no, pages)
     panel = PANEL_W  # square panels: crops are at most 2:1 and keep their aspect inside
     row_h = ROW_TITLE + COL_TITLE + panel + ROW_GAP
