@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common import UserError, run_cli
-from report.layout import PANEL_MAX_PX, ROWS_PER_PAGE
+from report.layout import (
+    PANEL_MAX_PX,
+    ROWS_PER_PAGE,
+    ZOOM_CAP,
+    ZOOM_FROM_PX,
+    ZOOM_MARGIN,
+    ZOOM_MAX_PX,
+    ZOOM_MIN_PX,
+    ZOOM_ROWS_PER_PAGE,
+)
 from report.load import load_category, resolve
 
 DEFAULT_MAX_IMAGES = 40
@@ -33,6 +42,12 @@ Pages
   binary prediction (score > threshold) with the ground-truth outline. Image order:
   defective images from the lowest image score up (missed defects first), then good
   images from the highest score down (false alarms first).
+  Zoom pages, for maps with a side over {ZOOM_FROM_PX} px (a panel would shrink them over 2x):
+  after each image page, crops at native resolution ({ZOOM_ROWS_PER_PAGE} a page, stored at <= {ZOOM_MAX_PX} px),
+  the same 4 panels each: one crop per ground-truth region (8-connected) and per false
+  alarm (a predicted region touching no ground truth), at most {ZOOM_CAP} an image: the largest
+  defects, then the largest false alarms. A crop is the region's box and {ZOOM_MARGIN} px around
+  it, at least {ZOOM_MIN_PX} px a side; numbered boxes on the image page show where each comes from.
 
 Threshold
   --threshold T if given (applies to every category); else the pixel threshold calibrated

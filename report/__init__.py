@@ -5,5 +5,7 @@
 - layout: page geometry, style and the drawing pieces every page uses.
 - pages: the contents page and each category's summary page.
 - image_pages: the pages of test images (input, ground truth, anomaly map, prediction).
-- render: threshold, colour scale and image choice per category, and the PDF itself.
+- regions: where the zoomed crops of a large test image go (its defect regions and false alarms).
+- zoom_pages: the pages of those crops at native resolution, after each image page.
+- render: threshold, colour scale, image choice and crops per category, the page plan, and the PDF itself.
 """

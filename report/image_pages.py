@@ -14,9 +14,28 @@ from PIL import Image
 
 from common import UserError, printable
 
-from .layout import HEAT_ALPHA, HEAT_CMAP, PAGE_SIZE, ROWS_PER_PAGE, fmt, image_axes, inches, outline, page, show
+from .layout import (
+    HEAT_ALPHA,
+    HEAT_CMAP,
+    PAGE_SIZE,
+    ROWS_PER_PAGE,
+    ZOOM_CAP,
+    ZOOM_COLOURS,
+    crop_boxes,
+    fmt,
+    image_axes,
+    inches,
+    outline,
+    page,
+    show,
+)
 from .load import Category
 from .pages import footer, title
+
+# Four panels a row across the page, the colour bar on the right; the zoom pages share it.
+LEFT, GAP, BAR_SPACE = 0.55, 0.1, 0.8
+PANEL_W = (PAGE_SIZE[0] - LEFT - 0.35 - BAR_SPACE - 3 * GAP) / 4
+ROW_TITLE, COL_TITLE, ROW_GAP = 0.2, 0.17, 0.28
 
 
 def _grey_panel(shape: tuple[int, int]) -> np.ndarray:
@@ -64,6 +83,13 @@ def input_image(path: str, cat: Category, ckpt: Path) -> tuple[np.ndarray, str |
     return pixels.astype(np.float32) / 255.0, None
 
 
+def heat_overlay(cat: Category, heat: np.ndarray, image: np.ndarray, problem: str | None) -> np.ndarray:
+    """The anomaly map on the category's colour scale over the input (alone where the input is missing)."""
+    coloured = colormaps[HEAT_CMAP](Normalize(cat.vmin, cat.vmax)(np.nan_to_num(heat, nan=cat.vmin)))
+    coloured = coloured[..., :3].astype(np.float32)
+    return coloured if problem else (1 - HEAT_ALPHA) * image + HEAT_ALPHA * coloured
+
+
 def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, shown: int,
                page_no: int, pages: int) -> Figure:
     """One page of the test images `rows` (indices into the category), ranked from `first_rank` of `shown`."""
@@ -72,13 +98,10 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
                f"{shown} of {cat.n} test images · defective from the lowest image score up, then good from the "
                "highest down: failures first",
                footer(cat, ckpt), page_no, pages)
-    gap, bar_space, left = 0.1, 0.8, 0.55
-    panel_w = (PAGE_SIZE[0] - left - 0.35 - bar_space - 3 * gap) / 4
+    left, gap, panel_w = LEFT, GAP, PANEL_W
     panel_h = float(np.clip(panel_w * h / w, 0.8, 1.85))
-    row_title, col_title, row_gap = 0.2, 0.17, 0.28
-    row_h = row_title + col_title + panel_h + row_gap
-    norm = Normalize(cat.vmin, cat.vmax)
-    cmap = colormaps[HEAT_CMAP]
+    row_title, col_title = ROW_TITLE, COL_TITLE
+    row_h = row_title + col_title + panel_h + ROW_GAP
     image_thr = cat.image_threshold
     top = 1.0
     headings = ["input", "ground truth", "anomaly map", f"prediction (score > {fmt(cat.threshold, 3)})"]
@@ -99,8 +122,7 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
                  color="#b00000" if verdict else "black")
         image, problem = input_image(str(path), cat, ckpt)
         mask, heat = cat.masks[i], cat.maps[i].astype(np.float32)  # float32: compare with the threshold exactly
-        coloured = cmap(norm(np.nan_to_num(heat, nan=cat.vmin)))[..., :3].astype(np.float32)
-        overlay = coloured if problem else (1 - HEAT_ALPHA) * image + HEAT_ALPHA * coloured
+        overlay = heat_overlay(cat, heat, image, problem)
         prediction = heat > cat.threshold
         axes = [inches(fig, left + c * (panel_w + gap), y + row_title + col_title, panel_w, panel_h)
                 for c in range(4)]
@@ -125,11 +147,29 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
         axes[3].text(0.97, 0.04, f"{100 * share:.1f}% of pixels", transform=axes[3].transAxes, fontsize=6,
                      ha="right", color="black", bbox=dict(boxstyle="square,pad=0.2", fc="white", alpha=0.75,
                                                           lw=0))
-    # one colour bar for the page: the scale is shared by every anomaly map of the category
-    bar_x = left + 4 * panel_w + 3 * gap + 0.22
-    bar_top = top + row_title + col_title
-    bar_h = (ROWS_PER_PAGE - 1) * row_h + panel_h
-    cax = inches(fig, bar_x, bar_top, 0.12, bar_h)
+        for ax in (axes[0], axes[3]):
+            crop_boxes(ax, cat.zooms.get(int(i), []))
+    colour_bar(fig, cat, top + row_title + col_title, (ROWS_PER_PAGE - 1) * row_h + panel_h)
+    legend_y = 1 - (top + ROWS_PER_PAGE * row_h + 0.05) / PAGE_SIZE[1]
+    caption = (f"Red outline: ground truth. Anomaly map drawn with opacity {HEAT_ALPHA:g} over the input; "
+               f"▶ on the colour bar: the threshold. Prediction: pixels with score > {fmt(cat.threshold)} "
+               f"({cat.threshold_source}).")
+    if any(cat.zooms.get(int(i)) for i in rows):
+        caption += (f" Numbered boxes: the crops shown at full resolution on the next pages, one per defect "
+                    f"region ({ZOOM_COLOURS['defect']}) and per false alarm, a predicted region "
+                    f"touching no defect ({ZOOM_COLOURS['false alarm']}); at most {ZOOM_CAP} an "
+                    "image, the largest defects first.")
+    fig.text(left / PAGE_SIZE[0], legend_y, textwrap.fill(caption, 150), fontsize=6.5, color="0.3", va="top",
+             linespacing=1.4)
+    return fig
+
+
+def colour_bar(fig: Figure, cat: Category, top: float, height: float) -> None:
+    """One colour bar for the page, right of the panels: the scale is shared by every anomaly map of the
+    category, the threshold marked on it."""
+    norm = Normalize(cat.vmin, cat.vmax)
+    cmap = colormaps[HEAT_CMAP]
+    cax = inches(fig, LEFT + 4 * PANEL_W + 3 * GAP + 0.22, top, 0.12, height)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     bar.outline.set_linewidth(0.4)
     bar.set_label(f"anomaly score (one scale for all {cat.name} test images; ▶ threshold)", fontsize=7)
@@ -138,10 +178,3 @@ def image_page(cat: Category, ckpt: Path, rows: Sequence[int], first_rank: int, 
         cax.plot([0, 1], [cat.threshold] * 2, color="white", lw=2.2, transform=along, solid_capstyle="butt")
         cax.plot([0, 1], [cat.threshold] * 2, color="black", lw=1.0, transform=along, solid_capstyle="butt")
         cax.plot([-0.45], [cat.threshold], marker=">", ms=5, color="black", transform=along, clip_on=False)
-    legend_y = 1 - (top + ROWS_PER_PAGE * row_h + 0.05) / PAGE_SIZE[1]
-    caption = (f"Red outline: ground truth. Anomaly map drawn with opacity {HEAT_ALPHA:g} over the input; "
-               f"▶ on the colour bar: the threshold. Prediction: pixels with score > {fmt(cat.threshold)} "
-               f"({cat.threshold_source}).")
-    fig.text(left / PAGE_SIZE[0], legend_y, textwrap.fill(caption, 150), fontsize=6.5, color="0.3", va="top",
-             linespacing=1.4)
-    return fig

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .regions import Box
+
 # matplotlib is imported where a page is drawn, so that visualizer.py -h and its errors come back at once.
 
 ROWS_PER_PAGE = 4  # test images per image page
@@ -19,6 +21,16 @@ CONTENTS_ROWS = 36  # categories per contents page
 PAGE_SIZE = (8.27, 11.69)  # A4 portrait, inches
 DPI = 150  # only used for the few resampled rasters; image panels are embedded at their own size
 PANEL_MAX_PX = 192  # image panels are downsampled to at most this many pixels a side (~120 dpi as drawn)
+# Zoomed crops: a test image whose map has a side over ZOOM_FROM_PX gets crops around its defect regions and
+# false alarms on pages after its own. Over twice the panel size, the full view shrinks a defect 2-6 px wide
+# below 1-3 px; a 256 px map (0.75 times in its panel) stays legible and gets none.
+ZOOM_FROM_PX = 2 * PANEL_MAX_PX
+ZOOM_CAP = 6  # crops per image: the largest defect regions, then the largest false alarms
+ZOOM_MIN_PX = 96  # a crop's smallest side, so that a region is seen with its surroundings
+ZOOM_MARGIN = 16  # pixels around a region's bounding box
+ZOOM_MAX_PX = 2 * PANEL_MAX_PX  # crops are stored at native resolution up to this many pixels a side
+ZOOM_ROWS_PER_PAGE = 4  # crops per zoom page
+ZOOM_COLOURS = {"defect": "gold", "false alarm": "cyan"}  # crop boxes by kind (report/regions.py), as named
 HEAT_ALPHA = 0.5
 HEAT_CMAP = "jet"
 GT_COLOUR = "#ff2020"
@@ -133,10 +145,10 @@ def defect_colours(names: Sequence[str]) -> dict[str, Any]:
     return colours
 
 
-def panel_pixels(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB at most PANEL_MAX_PX a side, reduced to 256 colours: the PDF stores it indexed."""
+def panel_pixels(rgb: np.ndarray, max_px: int = PANEL_MAX_PX) -> np.ndarray:
+    """uint8 RGB at most `max_px` a side, reduced to 256 colours: the PDF stores it indexed."""
     image = Image.fromarray(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    scale = PANEL_MAX_PX / max(image.size)
+    scale = max_px / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.LANCZOS)
@@ -166,8 +178,19 @@ def image_axes(ax: Axes) -> None:
         spine.set_color("0.6")
 
 
-def show(ax: Axes, rgb: np.ndarray, shape: tuple[int, int]) -> None:
-    """An (H, W, 3) image in [0, 1] as a panel on pixel coordinates of `shape`."""
+def show(ax: Axes, rgb: np.ndarray, shape: tuple[int, int], max_px: int = PANEL_MAX_PX) -> None:
+    """An (H, W, 3) image in [0, 1] as a panel on pixel coordinates of `shape`, stored at <= `max_px` a side."""
     h, w = shape
-    ax.imshow(panel_pixels(rgb), extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="none")
+    ax.imshow(panel_pixels(rgb, max_px), extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="none")
     image_axes(ax)
+
+
+def crop_boxes(ax: Axes, boxes: Sequence[Box]) -> None:
+    """Thin rectangles, numbered, where the zoomed crops of a panel's image come from."""
+    from matplotlib.patches import Rectangle
+
+    for k, box in enumerate(boxes):
+        colour = ZOOM_COLOURS[box.kind]
+        ax.add_patch(Rectangle((box.x - 0.5, box.y - 0.5), box.w, box.h, fill=False, ec=colour, lw=0.6))
+        ax.text(box.x - 0.5, box.y - 0.5, str(k + 1), color=colour, fontsize=5, ha="left", va="bottom",
+                clip_on=True)

@@ -5,12 +5,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common import UserError, one_line
 from results import METRICS_FILE, MODEL_FILE, SCORES_FILE, read_metrics, read_scores
+
+if TYPE_CHECKING:
+    from .regions import Box
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Category:
     vmin: float = 0.0
     vmax: float = 1.0
     order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    zooms: dict[int, list[Box]] = field(default_factory=dict)  # test image index: its zoomed crops, if any
 
     @property
     def n(self) -> int:

@@ -20,6 +20,7 @@ from .image_pages import image_page
 from .layout import CONTENTS_ROWS, ROWS_PER_PAGE, STYLE
 from .load import Category
 from .pages import contents_pages, summary_page
+from .zoom_pages import ZoomRow, plan_zooms, zoom_chunks, zoom_page
 
 
 def image_order(labels: np.ndarray, scores: np.ndarray, limit: int | None = None) -> np.ndarray:
@@ -57,19 +58,36 @@ def choose_threshold(cat: Category, override: float | None) -> tuple[float, str]
 
 
 def prepare(cat: Category, threshold: float | None, max_images: int) -> None:
-    """Sets what `cat` shows: the pixel threshold, the colour scale and the test images in order."""
+    """Sets what `cat` shows: the pixel threshold, the colour scale, the test images in order and their crops."""
     cat.threshold, cat.threshold_source = choose_threshold(cat, threshold)
     cat.vmin, cat.vmax = finite_range(cat.maps)
     cat.order = image_order(cat.labels, cat.image_scores, max_images)
+    cat.zooms = plan_zooms(cat)
 
 
 def image_pages(n_shown: int) -> int:
     return math.ceil(n_shown / ROWS_PER_PAGE)
 
 
+def page_plan(cat: Category) -> list[tuple[np.ndarray, int, list[list[ZoomRow]]]]:
+    """Per image page of a prepared category: its test images, the rank of its first, and the crops of
+    each zoom page that follows it."""
+    plan = []
+    for p in range(image_pages(len(cat.order))):
+        rows = cat.order[p * ROWS_PER_PAGE:(p + 1) * ROWS_PER_PAGE]
+        plan.append((rows, p * ROWS_PER_PAGE + 1, zoom_chunks(cat, rows, p * ROWS_PER_PAGE + 1)))
+    return plan
+
+
+def category_pages(cat: Category) -> int:
+    """Pages of a prepared category, counted from its data before anything is drawn: the summary, then
+    each image page and its zoom pages."""
+    return 1 + sum(1 + len(chunks) for _, _, chunks in page_plan(cat))
+
+
 def render(cats: list[Category], ckpt: Path, out: Path, with_contents: bool, progress: bool = True) -> int:
     """Write the report to `out` atomically; returns the page count PdfPages reports."""
-    per_cat = [1 + image_pages(len(cat.order)) for cat in cats]
+    per_cat = [category_pages(cat) for cat in cats]
     n_contents = math.ceil(len(cats) / CONTENTS_ROWS) if with_contents else 0
     pages = n_contents + sum(per_cat)
     first_pages = [int(p) for p in np.cumsum([n_contents + 1] + per_cat[:-1])]
@@ -92,10 +110,12 @@ def render(cats: list[Category], ckpt: Path, out: Path, with_contents: bool, pro
                     emit(fig)
             for cat, page_no in zip(cats, first_pages):
                 emit(summary_page(cat, ckpt, page_no, pages))
-                for p in range(image_pages(len(cat.order))):
-                    rows = cat.order[p * ROWS_PER_PAGE:(p + 1) * ROWS_PER_PAGE]
+                for rows, first_rank, chunks in page_plan(cat):
                     page_no += 1
-                    emit(image_page(cat, ckpt, rows, p * ROWS_PER_PAGE + 1, len(cat.order), page_no, pages))
+                    emit(image_page(cat, ckpt, rows, first_rank, len(cat.order), page_no, pages))
+                    for crops in chunks:
+                        page_no += 1
+                        emit(zoom_page(cat, ckpt, crops, page_no, pages))
             counted = pdf.get_pagecount()
 
     try:
