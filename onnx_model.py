@@ -70,6 +70,7 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
     except ImportError:
         raise UserError(f"exporting to ONNX needs onnx and onnxscript: {INSTALL}") from None
     check_torch_exports()
+    from models.blocks import BlockedStats
     from models.semi_ortho import SemiOrthogonal
     from pipeline import outputs
 
@@ -78,7 +79,12 @@ def export(model_path: str | Path, out: str | Path, external_data: bool = False,
         raise UserError(f"--out {out}: name the file *.onnx")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name such as model.onnx")
-    model = SemiOrthogonal.load(model_path, finalize=False)
+    model = SemiOrthogonal.load(model_path, finalize=False, sums_in_memory=False)
+    if isinstance(model.stats, BlockedStats):
+        h, w = model.feature_size
+        size = h * w * model.config.k ** 2 * 4 / 1e9
+        raise UserError(f"{model_path} was fitted in blocks: its graph would hold L^-1 of {h * w} positions "
+                        f"({size:.1f} GB); score it with predict.py, or fit shared tiles (--tile) to export")
     out.parent.mkdir(parents=True, exist_ok=True)
     for note in outputs.clean_stale(out):  # what killed exports left: their .data can be gigabytes
         print(f"warning: {note}", file=sys.stderr)

@@ -231,3 +231,20 @@ def test_export_to_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(expor
         for target, done in zip((full, read_only), mounted):
             if done:
                 subprocess.run(["umount", "-l", str(target)])
+
+
+def test_a_model_fitted_in_blocks_is_refused_in_one_line(tmp_path, monkeypatch):
+    from tests.helpers.data import write_category
+    from tests.test_blocks import FAST, forced_blocks
+
+    write_category(tmp_path / "data", "toy", seed=0)
+    forced_blocks(monkeypatch, 4)
+    import train
+
+    assert train.main(["--dataroot", str(tmp_path / "data"), "--category", "toy", "--experiment",
+                       str(tmp_path / "e"), *FAST]) == 0
+    model = tmp_path / "e" / "mvtecad" / "toy" / "model.pt"
+    with pytest.raises(UserError, match=r"model.pt was fitted in blocks: its graph would hold L\^-1 of 256 "
+                                        r"positions .*; score it with predict.py, or fit shared tiles"):
+        export_tool.main(["--model", str(model), "--out", str(tmp_path / "m.onnx")])
+    assert not (tmp_path / "m.onnx").exists()
