@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from common import UserError
 from models.config import Approx, Config
@@ -37,3 +38,18 @@ def make_projection(F: int, k: int, approx: str = Config.approx, seed: int = Con
     q, r = torch.linalg.qr(gaussian)
     # Sign-correcting Q by R's diagonal makes the draw uniform (Haar), as torch.nn.init.orthogonal_.
     return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).float().contiguous()
+
+
+def add_nearest(grid: torch.Tensor, part: torch.Tensor, assign: bool = False) -> None:
+    """grid (h, w, ...) += part (h_i, w_i, ...) upsampled to (h, w) by nearest neighbour (= with assign).
+    An integer factor repeats each value over a block, as F.interpolate's nearest rule does."""
+    (h, w), (rows, cols) = grid.shape[:2], part.shape[:2]
+    if h % rows or w % cols:  # not an integer factor: F.interpolate's own index rule
+        part = F.interpolate(part.permute(2, 3, 0, 1), size=(h, w), mode="nearest").permute(2, 3, 0, 1)
+        rows, cols = h, w
+    blocks = grid.view(rows, h // rows, cols, w // cols, *grid.shape[2:])
+    part = part[:, None, :, None]
+    if assign:
+        blocks.copy_(part)
+    else:
+        blocks.add_(part)

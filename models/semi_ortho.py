@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 
 from common import UserError
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, feature_size, is_reference
 from models.blocks import BlockedStats
 from models.config import Config
 from models.distance import mahalanobis, whitened_distance
-from models.embedding import IDENTITY, make_projection
+from models.embedding import IDENTITY, add_nearest, make_projection
 from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
 from models.lowrank import EIGEN_APPROXIMATIONS, EigenPrecision, fit_eigen
 from models.model_file import (
@@ -282,21 +281,6 @@ def group_size(positions: int, k: int) -> int:
     update reads and writes all of the sums (0.75 GB for WRN-50-2, k = 300), and each scoring pass
     unpacks all of the factor: larger groups need fewer passes, at the price of the buffer's memory."""
     return max(8, min(32, (160 << 20) // (4 * positions * k)))
-
-
-def add_nearest(grid: torch.Tensor, part: torch.Tensor, assign: bool = False) -> None:
-    """grid (h, w, ...) += part (h_i, w_i, ...) upsampled to (h, w) by nearest neighbour (= with assign).
-    An integer factor repeats each value over a block, as F.interpolate's nearest rule does."""
-    (h, w), (rows, cols) = grid.shape[:2], part.shape[:2]
-    if h % rows or w % cols:  # not an integer factor: F.interpolate's own index rule
-        part = F.interpolate(part.permute(2, 3, 0, 1), size=(h, w), mode="nearest").permute(2, 3, 0, 1)
-        rows, cols = h, w
-    blocks = grid.view(rows, h // rows, cols, w // cols, *grid.shape[2:])
-    part = part[:, None, :, None]
-    if assign:
-        blocks.copy_(part)
-    else:
-        blocks.add_(part)
 
 
 def stats_class(approx: str) -> type[RunningStats]:
