@@ -28,6 +28,7 @@ from pipeline.estimate import parse_bytes, with_estimates
 from pipeline.label import label_settings, parse_layers
 from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
+from pipeline.provenance import command_of, provenance
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
 from pipeline.sizes import add_tile_flags, check_sizes
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, every value checked before any output is created or image decoded."""
     args = build_parser().parse_args(argv)
+    args.command = command_of(argv)  # metrics.json's provenance
     with flags_named():  # models/ names settings; here they are flags
         return checked(args)
 
@@ -249,8 +251,8 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], Segme
     batch = args.batch_size or (32 if device.type == "cuda" else 8)
     workers = args.workers if args.workers is not None else default_workers(device)
     plans = with_estimates(plans, batch, workers, device, options, args.max_memory, world)
-    # One loader for every category: workers start once and decode the next category's images
-    # while the device finishes the current one.
+    plans = [replace(p, provenance=provenance(args.command, device, p.fit, p.val, p.splits.test)) for p in plans]
+    # One loader for every category: workers start once and decode ahead while the device works.
     data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],
                            batch, workers, pin_memory=device.type == "cuda")
     return options, plans, data, device, rank, world

@@ -58,6 +58,7 @@ def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
         "thresholds": dict(model.thresholds),
         "meta": dict(model.meta),
         "fitted": model.fitted.cpu(),
+        "provenance": dict(model.provenance),
         "backbone": (None if embed_backbone else weights_reference(model.extractor))
         or {key: value.cpu() for key, value in model.extractor.state_dict().items()},
     }

@@ -59,6 +59,7 @@ class SemiOrthogonal(torch.nn.Module):
         # one int64 digest per fitted image file (path, size, mtime; pipeline/plan.py), sorted: --resume
         # and merges refuse images already in the sums. Fewer than stats.n: some were fitted unrecorded.
         self.fitted = torch.empty(0, dtype=torch.int64)
+        self.provenance: dict = {}  # what produced the fit (pipeline/provenance.py); files older have none
         self._buffer: torch.Tensor | None = None  # gather()'s embeddings, reused by the fit and scoring
 
     @property
@@ -262,6 +263,7 @@ class SemiOrthogonal(torch.nn.Module):
             model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
+        model.provenance = dict(state.get("provenance") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
         if state.get("fitted") is not None:  # files written before the digests existed have none
             model.fitted = state["fitted"].clone()

@@ -58,7 +58,7 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     model = build_model(options, plan, device, {} if extractors is None else extractors)
-    model.meta, model.fitted = dict(plan.meta), plan.fitted
+    model.meta, model.fitted, model.provenance = dict(plan.meta), plan.fitted, dict(plan.provenance)
     c = plan.config
     P, k = model.positions, model.W.shape[1]
     files = [EmbeddingFile(staging / f".embeddings-{name}", P, k) for name in ("fit", "val", "test")]

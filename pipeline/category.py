@@ -98,7 +98,7 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
     model = build_model(options, plan, device, {} if extractors is None else extractors)
     # what the model is of and which image files its sums hold (the --resume file's kept and extended):
     # merge_stats refuses mixed categories, and --resume and merges images counted twice
-    model.meta, model.fitted = dict(plan.meta), plan.fitted
+    model.meta, model.fitted, model.provenance = dict(plan.meta), plan.fitted, dict(plan.provenance)
     if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
         model.stats = None
 
@@ -196,6 +196,7 @@ def summary_of(options: RunOptions, scored: Scored) -> dict[str, Any]:
         "thresholds": scored.thresholds, "resumed_from": str(options.resume) if options.resume else None,
         "n_fitted_total": scored.n_fitted, "label": options.label, "layers": list(config.layers),
         "pre_relu": config.pre_relu, "estimate": plan.estimate, "block_rows": plan.block_rows,
+        "provenance": plan.provenance,
         "tile": list(config.tile) if config.tile else None,
         "tile_stride": list(config.stride) if config.stride else None,
     }

@@ -38,6 +38,7 @@ class Plan:
     meta: dict = field(default_factory=dict)  # what the model is of (the --resume file's): model.meta
     fitted: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))  # model.fitted
     estimate: dict[str, int] | None = None  # pipeline/estimate.py's prediction, stored in metrics.json
+    provenance: dict = field(default_factory=dict)  # pipeline/provenance.py: metrics.json's and model.pt's
     block_rows: int | None = None  # fit in blocks of this many feature-map rows (pipeline/blocked.py); None: at once
 
 

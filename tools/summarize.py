@@ -13,6 +13,8 @@ Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (re
 columns of results.csv (`results.METRICS`: the registry's, metrics/registry.py; default: every one the CSV
 has, as a file written before a metric existed lacks its column). Runs with different `--label` tags are
 different configurations.
+`--provenance A B` prints instead every field of two runs' provenance (metrics.json: command, versions,
+device, git commit, image digests) that differs.
 `--paper` prints instead the figures the paper publishes (tools/paper_results.json, with their source)
 beside this run's and the difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
 """
@@ -28,7 +30,8 @@ import paper_table
 
 from common import UserError, atomic_write, run_cli, write_problem
 from datasets import specs
-from results import METRICS, number, read_rows
+from pipeline.provenance import differences
+from results import METRICS, METRICS_FILE, number, read_metrics, read_rows
 
 CONFIG = ["dataset", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "protocol"]
 MVTEC_ORDER = ["carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
@@ -169,9 +172,27 @@ def parse_metrics(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def provenance_table(a: Path, b: Path) -> str:
+    """A Markdown table of every provenance field two runs do not share."""
+    recorded = []
+    for path in (a, b):
+        path = path / METRICS_FILE if path.is_dir() else path
+        summary = read_metrics(path)
+        if not summary.get("provenance"):
+            raise UserError(f"{path} records no provenance (written before it existed); rerun train.py")
+        recorded.append(summary["provenance"])
+    rows = differences(*recorded)
+    if not rows:
+        return f"{a} and {b}: the same provenance\n"
+    lines = [f"| field | {a} | {b} |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {key} | {x} | {y} |" for key, x, y in rows]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path, help="results.csv written by train.py")
+    parser.add_argument("results", type=Path, nargs="?", help="results.csv written by train.py")
+    parser.add_argument("--provenance", type=Path, nargs=2, metavar=("A", "B"), default=None,
+                        help="instead, where two runs' provenance differs (each a metrics.json or its folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     parser.add_argument("--metric", action="append", default=None,
                         help=f"columns, comma-separated (default: {','.join(METRICS)})")
@@ -179,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead, the paper's published figures (tools/paper_results.json) beside this run's, "
                              "with the difference")
     args = parser.parse_args(argv)
+    if args.provenance:
+        sys.stdout.write(provenance_table(*args.provenance))
+        return 0
+    if args.results is None:
+        raise UserError("pass a results.csv, or --provenance A B")
     metrics = parse_metrics(args.metric)
     if args.out is not None:  # before reading anything: a table that cannot be written is refused up front
         problem = f"{args.out} is a folder" if args.out.is_dir() else write_problem(args.out)
