@@ -21,24 +21,16 @@ from datasets.batch import Batch
 from models import SemiOrthogonal, calibrate
 from models.blocks import BlockedStats, EmbeddingFile, fit_and_score, score_in_blocks
 from pipeline import progress
-from pipeline.category import Scored, build_model, warn_no_validation
+from pipeline.category import Scored, build_model, images_of, warn_no_validation
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
 MAP_BATCH = 8  # distance maps upsampled and blurred at a time
 
 
-def embed_into(model: SemiOrthogonal, batches: Iterable[Batch], file: EmbeddingFile,
-               masks: list[np.ndarray] | None = None, labels: list[np.ndarray] | None = None) -> None:
-    """Each batch through the backbone and W, its embeddings appended to `file` in the fit's groups."""
-    def images() -> Iterable[torch.Tensor]:
-        for batch in batches:
-            if masks is not None and labels is not None:
-                masks.append(batch.mask.numpy())
-                labels.append(batch.label.numpy())
-            yield batch.image
-
-    for z, _ in model.gather(model.features_of(images())):
+def embed_into(model: SemiOrthogonal, images: Iterable[torch.Tensor], file: EmbeddingFile) -> None:
+    """Each batch of images through the backbone and W, its embeddings appended to `file` in the fit's groups."""
+    for z, _ in model.gather(model.features_of(images)):
         file.append(z)
 
 
@@ -66,12 +58,13 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
     labels: list[list[np.ndarray]] = [[], []]
     try:
         t = time.perf_counter()
-        embed_into(model, progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit)), files[0])
+        fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
+        embed_into(model, (batch.image for batch in fitting), files[0])
         seconds["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         for i, (name, count) in enumerate((("validation", len(plan.val)), ("test", len(plan.splits.test)))):
-            embed_into(model, progress.track(data.next_segment(), f"{plan.category} {name}", count), files[i + 1],
-                       masks[i], labels[i])
+            scoring = progress.track(data.next_segment(), f"{plan.category} {name}", count)
+            embed_into(model, images_of(scoring, masks[i], labels[i]), files[i + 1])
         seconds["embed"] = time.perf_counter() - t
         t = time.perf_counter()
         model.stats, (val, test) = fit_and_score(files[0], files[1:], model.feature_size, plan.block_rows, c.eps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,21 +53,25 @@ class CategoryResult:
 @torch.no_grad()
 def score(model: SemiOrthogonal, batches: Iterable[Batch]) -> results.Scores | None:
     """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
-    maps, image_scores, masks, labels = [], [], [], []
-
-    def images() -> Iterable[torch.Tensor]:
-        for batch in batches:  # masks and labels kept in the order the maps come back in
-            masks.append(batch.mask.numpy())
-            labels.append(batch.label.numpy())
-            yield batch.image
-
-    for batch_maps, batch_scores in model.predict_batches(images()):
+    maps, image_scores = [], []
+    masks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch_maps, batch_scores in model.predict_batches(images_of(batches, masks, labels)):
         maps.append(batch_maps.float().cpu().numpy())
         image_scores.append(batch_scores.float().cpu().numpy())
     if not maps:
         return None
     return results.Scores(maps=np.concatenate(maps), image_scores=np.concatenate(image_scores),
                           masks=np.concatenate(masks).astype(np.uint8), labels=np.concatenate(labels).astype(np.int8))
+
+
+def images_of(batches: Iterable[Batch], masks: list[np.ndarray], labels: list[np.ndarray]
+              ) -> Iterator[torch.Tensor]:
+    """Each batch's images, its masks and labels appended as it goes: in the order the maps come back in."""
+    for batch in batches:
+        masks.append(batch.mask.numpy())
+        labels.append(batch.label.numpy())
+        yield batch.image
 
 
 def build_model(options: RunOptions, plan: Plan, device: torch.device, extractors: dict) -> SemiOrthogonal:
