@@ -88,6 +88,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers} must be at least 0")
+    if args.max_memory is not None:  # checked whatever the model, before it is read
+        parse_bytes(args.max_memory)
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         # scores are distances: NaN or infinity would flag nothing (or everything) and flatten the colours
         if value is not None and not (math.isfinite(value) and value >= 0):

@@ -123,6 +123,9 @@ def test_predict_refuses_a_budget_too_small_for_one_row(root, tmp_path, monkeypa
         predict.main(["--model", str(model), "--input", str(root / "toy" / "test"), "--out", str(tmp_path / "p"),
                       "--max-memory", "1M"])
     assert not (tmp_path / "p").exists()
+    with pytest.raises(UserError, match=r"^--max-memory 1Q: pass a size such as 8G"):
+        predict.main(["--model", str(tmp_path / "missing.pt"), "--input", str(root / "toy" / "test"),
+                      "--out", str(tmp_path / "p"), "--max-memory", "1Q"])
     monkeypatch.setattr(estimates.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
     with pytest.raises(UserError, match=r"^scoring in blocks writes about .* of embeddings into .*, which has 0 MiB "
                                         r"free; free space there or choose another --out$"):
