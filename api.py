@@ -28,9 +28,9 @@ from models import Config, SemiOrthogonal, calibrate, default_k, feature_dim
 from models.backbone import ALL_LAYERS, BACKBONES, build_extractor, check_layers, feature_size
 from models.embedding import APPROXIMATIONS
 from models.lowrank import check_feasible
-from pipeline.category import score
 from pipeline.options import FLOAT_RANGES, RunOptions, seed_value
 from pipeline.plan import file_digests
+from pipeline.shared_pass import score
 from predict import check_pipeline, to_original_size
 
 ImageSource = str | Path | Image.Image

@@ -43,16 +43,8 @@ from models import SemiOrthogonal
 from models.blocks import BlockedStats
 from pipeline import outputs, progress
 from pipeline.blocked import predict_batches
-from pipeline.estimate import (
-    block_rows,
-    blocked_estimate,
-    check_room,
-    default_budget,
-    embedding_bytes,
-    parse_bytes,
-    resident_bytes,
-    shown,
-)
+from pipeline.budget import default_budget, parse_bytes, resident_bytes, shown
+from pipeline.estimate import block_rows, blocked_estimate, check_room, embedding_bytes
 from pipeline.predict_files import (
     CSV_NAME,
     check_names,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import torch
@@ -20,16 +20,17 @@ from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, paper_datasets
 from metrics.registry import HEADLINES, headline_line
-from models import APPROXIMATIONS, BACKBONES, default_k, feature_dim, read_model_file
+from models import APPROXIMATIONS, BACKBONES, read_model_file
 from models.backbone import check_layers
 from models.distributed import end_process_group, init_from_environment
-from pipeline import outputs, progress
-from pipeline.estimate import parse_bytes, with_estimates
+from pipeline import grid, outputs, progress
+from pipeline.budget import parse_bytes
+from pipeline.estimate import planned_passes
 from pipeline.label import label_settings, parse_layers
 from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
 from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.provenance import command_of, provenance
-from pipeline.run import claim_outputs, default_workers, resolve_device, run_categories
+from pipeline.run import claim_outputs, default_workers, resolve_device, run_passes
 from pipeline.sizes import add_tile_flags, check_sizes
 
 
@@ -58,12 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", default=None,
                        help=f"imagenet, random, or a state-dict file (default {DEFAULTS.weights}; "
                             "--resume: the file's backbone)")
-    model.add_argument("--approx", default=None, choices=APPROXIMATIONS,
+    model.add_argument("--approx", default=None, metavar="|".join(APPROXIMATIONS),
                        help="ortho (default): semi-orthogonal W (paper); sample: PaDiM channel selection; "
                             "gaussian; full: exact; global: one covariance pooled over positions; lowrank / null / "
                             "lowranki: per-position precision from the k largest / smallest / k ending at "
-                            "max(min(h, w), k) eigenpairs of the full covariance")
-    model.add_argument("--k", type=int, default=None, help="embedding size (default 300 for WRN-50-2, else 100)")
+                            "max(min(h, w), k) eigenpairs of the full covariance. A comma-separated list (as --k "
+                            "and --seed) fits every combination from one pass over the images (README: Grids)")
+    model.add_argument("--k", default=None, help="embedding size, or a list such as 50,100,300 (default 300 for "
+                                                 "WRN-50-2, else 100)")
     model.add_argument("--eps", type=float, default=None, help="covariance regulariser (default 0.01; mSTC 0.3)")
     model.add_argument("--layers", default=None, metavar="1,2,3",
                        help="backbone stages used as features, any non-empty subset (default 1,2,3; F follows)")
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ResNets: tap each stage before the final ReLU of its last block (ablation)")
     model.add_argument("--unbiased", action="store_true", help="divide the covariance by n - 1 instead of n")
     model.add_argument("--seed", default=None,
-                       help=f"seed of W and of random weights, 0 .. 2^63 - 1 (default {DEFAULTS.seed})")
+                       help=f"seed of W and of random weights, 0 .. 2^63 - 1, or a list (default {DEFAULTS.seed}); "
+                            "the data's seeded choices take the first")
     model.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default=None,
                        help="precision of the backbone alone (default float32; bfloat16: ~2x faster on CPUs with "
                             "AVX512-BF16/AMX and on GPUs; see BENCHMARKS.md for its effect on the metrics)")
@@ -143,6 +147,7 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     check_foreign_flags(args)
     check_float_flags(args)
+    lists = grid.lists(args)  # --approx, --k, --seed parsed; the first of each stays in args
     args.seed = seed_value(args.seed)
     backbone = args.model or (None if args.resume else DEFAULTS.backbone)
     label = label_settings(args.label or "", backbone, parse_layers(args.layers), args.pre_relu)
@@ -152,12 +157,12 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     defaults(args)
     if args.nsamples < 1:
         raise UserError(f"--nsamples {args.nsamples} must be at least 1")
+    args.grid = []  # --resume: the model file's one variant
     if args.resume is None:
         check_layers(args.model, args.layers, args.pre_relu)  # () is refused here
-        F = feature_dim(args.model, args.layers)
-        if args.k is not None and args.approx not in ("full", "global") and not 1 <= args.k <= F:
-            raise UserError(f"--k {args.k} must be between 1 and F = {F} for {args.model}")
-        args.k = F if args.approx in ("full", "global") else min(F, args.k or default_k(args.model))
+        args.grid = grid.variants(args.model, args.layers, lists.approx or [args.approx], lists.k,
+                                  lists.seed or [args.seed])
+        args.approx, args.k, args.seed = astuple(args.grid[0])
     if args.experiment is not None and Path(args.experiment).exists() and not Path(args.experiment).is_dir():
         raise UserError(f"--experiment {args.experiment} is a file; pass a folder")
     if args.report is not None:
@@ -233,29 +238,38 @@ def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOpt
     return wanted
 
 
-def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[Plan], SegmentedLoader, torch.device, int, int]:
-    """What a run settles before its first image is decoded: options, a plan per category, one loader over
-    every category's images, the device, this process's rank and the world size (tools/floor.py too)."""
+def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[list[Plan]], SegmentedLoader, torch.device, int,
+                                                 int]:
+    """What a run settles before its first image is decoded: options, the passes over each category's images
+    (a plan per variant in each: one without a grid), one loader over every pass's images, the device, this
+    process's rank and the world size (tools/floor.py too)."""
     root = Path(args.dataroot).expanduser() if args.dataroot else None
     data_opts = data_options(args)
     wanted = wanted_categories(args, root, data_opts)
     experiment = Path(args.experiment) if args.experiment else outputs.new_experiment()
     options = run_options(args, experiment)
-    out_dirs = claim_outputs(experiment, args.dataset, wanted, args.overwrite, options.report)
+    variants = args.grid or [None]  # --resume: the file's settings
+    names = {c: [grid.name_of(c, v, variants) for v in variants] for c in wanted}
+    out_dirs = claim_outputs(experiment, args.dataset, [n for c in wanted for n in names[c]], args.overwrite,
+                             options.report)
     rank, world, device = init_from_environment(args.device != "cpu" and torch.cuda.is_available())
     device = device or resolve_device(args.device)
     torch.manual_seed(DEFAULTS.seed if options.seed is None else options.seed)
-    plans = [plan_category(options, data_opts, root, c, out_dirs[c]) for c in wanted]
+    plans = [plan for c in wanted for plan in grid.variant_plans(
+        plan_category(options, data_opts, root, c, out_dirs[names[c][0]]), variants, out_dirs)]
     if options.resume is not None:  # metrics.json names the backbone the run went on with
         options = replace(options, weights=plans[0].meta["weights"])
     batch = args.batch_size or (32 if device.type == "cuda" else 8)
     workers = args.workers if args.workers is not None else default_workers(device)
-    plans = with_estimates(plans, batch, workers, device, options, args.max_memory, world)
-    plans = [replace(p, provenance=provenance(args.command, device, p.fit, p.val, p.splits.test)) for p in plans]
-    # One loader for every category: workers start once and decode ahead while the device works.
-    data = SegmentedLoader([part for plan in plans for part in segments_of(plan, rank, world, args.cache)],
+    passes = planned_passes(plans, batch, workers, device, options, args.max_memory, world)
+    for i, group in enumerate(passes):
+        first = group[0]  # the variants of a pass share their images
+        made = provenance(args.command, device, first.fit, first.val, first.splits.test)
+        passes[i] = [replace(plan, provenance=made) for plan in group]
+    # One loader for every pass: workers start once and decode ahead while the device works.
+    data = SegmentedLoader([part for group in passes for part in segments_of(group[0], rank, world, args.cache)],
                            batch, workers, pin_memory=device.type == "cuda")
-    return options, plans, data, device, rank, world
+    return options, passes, data, device, rank, world
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,19 +292,22 @@ def checked_main(argv: list[str] | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    options, plans, data, device, rank, world = planned_run(args)
-    with progress.bars(len(plans), progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
-        done = run_categories(options, plans, data, device, rank, world,
-                              lambda r: progress.finished(headline(r.category, r.metrics, args.metric)))
+    options, passes, data, device, rank, world = planned_run(args)
+    total = sum(len(group) for group in passes)
+    with progress.bars(total, progress.wanted(args.quiet) and world == 1):  # a shard's counts would mislead
+        done = run_passes(options, passes, data, device, rank, world,
+                          lambda r: progress.finished(headline(r.category, r.metrics, args.metric)))
     if world > 1:
         end_process_group()
     if rank != 0:
         return 0
-    measured = [r.summary for r in done if r.metrics]
-    if len(measured) > 1:
-        row, means = results.mean_row(args.dataset, measured)
-        results.append_rows(options.report, [row])
-        print(headline("mean", means, args.metric))
+    for variant in args.grid or [None]:  # a mean row per variant of a grid
+        folder = variant.folder if variant is not None and len(args.grid) > 1 else None
+        measured = [r.summary for r in done if r.metrics and (folder is None or r.out_dir.name == folder)]
+        if len(measured) > 1:
+            row, means = results.mean_row(args.dataset, measured)
+            results.append_rows(options.report, [row])
+            print(headline("mean" if folder is None else f"mean {folder}", means, args.metric))
     print(f"results: {options.report}")
     return 0
 

@@ -14,6 +14,7 @@ from models.config import Config
 from models.distance import mahalanobis, whitened_distance
 from models.embedding import IDENTITY, add_nearest, make_projection
 from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
+from models.groups import Fitter, Gathered, Group, Scorer
 from models.lowrank import EIGEN_APPROXIMATIONS, EigenPrecision, fit_eigen
 from models.model_file import (
     check_backbone_tensors,
@@ -113,33 +114,14 @@ class SemiOrthogonal(torch.nn.Module):
         return out
 
     def gather(self, feature_batches: Iterable[list[torch.Tensor]], capacity: int | None = None
-               ) -> Iterator[tuple[torch.Tensor, list[int]]]:
+               ) -> Iterator[Gathered]:
         """Projects batches of stage outputs into a (P, capacity, k) buffer (default group_size) and
         yields its filled part z (P, n, k) with the batch sizes in it whenever the next batch would
-        not fit, and at the end. The buffer is written again once the consumer asks for the next z.
-
-        One buffer serves the fit, the validation and the test images (kept on the model): on small
-        machines touching fresh memory is what a buffer costs most."""
-        capacity = capacity or group_size(self.positions, self.W.shape[1])
-        sizes: list[int] = []
-        filled = 0
+        not fit, and at the end (models/groups.py)."""
+        group = Group(self, capacity)
         for features in feature_batches:
-            size = features[0].shape[0]
-            if filled and filled + size > capacity:
-                assert self._buffer is not None  # filled: earlier batches are in it
-                yield self._buffer[:, :filled], sizes
-                sizes, filled = [], 0
-            needed = (self.positions, max(capacity, size), self.W.shape[1])
-            if self._buffer is None or self._buffer.shape[1] < needed[1] or self._buffer.dtype != self.W.dtype \
-                    or self._buffer.device != self.device:
-                self._buffer = None  # before the next one is allocated
-                self._buffer = self.W.new_empty(needed)
-            self.project(features, out=self._buffer[:, filled:filled + size])
-            sizes.append(size)
-            filled += size
-        if filled:
-            assert self._buffer is not None  # filled: earlier batches are in it
-            yield self._buffer[:, :filled], sizes
+            yield from group.add(features)
+        yield from group.flush()
 
     def features_of(self, batches: Iterable[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
         """The stage outputs of each batch; a tiled model's of the batch's tiles, at most as many at a time
@@ -163,11 +145,16 @@ class SemiOrthogonal(torch.nn.Module):
     @torch.no_grad()
     def fit_features(self, feature_batches: Iterable[list[torch.Tensor]]) -> None:
         """Accumulates the sums over batches of stage outputs, a gathered group of images per update."""
+        fitter = Fitter(self)
+        for features in feature_batches:
+            fitter.add(features)
+        fitter.flush()
+
+    def begin_fit(self) -> RunningStats:
+        """The sums a fit adds to: new ones, or those it already has (--resume)."""
         if self.stats is None:
             self.stats = stats_class(self.config.approx)(self.positions, self.W.shape[1], self.device)
-        stats = self.running_stats()
-        for z, _ in self.gather(feature_batches):
-            stats.update(z)
+        return self.running_stats()
 
     def running_stats(self) -> RunningStats:
         """The sums in memory; a model fitted in blocks has them in its sums file (load() reads them)."""
@@ -228,15 +215,16 @@ class SemiOrthogonal(torch.nn.Module):
     def predict_batches(self, batches: Iterable[torch.Tensor], group: int | None = None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """predict() of each batch, in order. The distances of up to `group` images are computed
-        together (default: group_size); a tiled model's tiles of one batch at a time."""
-        if self.config.tile is not None:  # the groups' sizes would count tiles, not images
-            for images in batches:
-                yield self.predict(images)
-            return
-        for z, sizes in self.gather(self.features_of(batches), group):
-            yield from self._predict_group(z, sizes)
+        together (default: group_size); a tiled model's tiles of one batch at a time (models/groups.py)."""
+        scorer = Scorer(self, group)
+        for images in batches:
+            for features in self.features_of([images]):
+                yield from scorer.add(features)
+            yield from scorer.end_batch()
+        yield from scorer.flush()
 
-    def _predict_group(self, z: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def predict_group(self, z: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The maps and image scores of a gathered group z (P, n, k), batch by batch of `sizes`."""
         distances = self.distances_of(z)  # before anything is yielded: z's buffer is free for the next group
         maps = [self.smooth(part) for part in distances.split(sizes)]  # a batch at a time: blur memory stays small
         return [(part, part.flatten(1).amax(dim=1)) for part in maps]
@@ -276,13 +264,6 @@ class SemiOrthogonal(torch.nn.Module):
         if finalize:
             model.finalize()
         return model
-
-
-def group_size(positions: int, k: int) -> int:
-    """How many images' embeddings one pass holds: 32, or as many as 160 MB hold, at least 8. Each
-    update reads and writes all of the sums (0.75 GB for WRN-50-2, k = 300), and each scoring pass
-    unpacks all of the factor: larger groups need fewer passes, at the price of the buffer's memory."""
-    return max(8, min(32, (160 << 20) // (4 * positions * k)))
 
 
 def stats_class(approx: str) -> type[RunningStats]:

@@ -21,9 +21,10 @@ from datasets.batch import Batch
 from models import SemiOrthogonal, calibrate
 from models.blocks import BlockedStats, EmbeddingFile, fit_and_score, score_in_blocks
 from pipeline import progress
-from pipeline.category import Scored, build_model, images_of, warn_no_validation
+from pipeline.category import Scored
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
+from pipeline.shared_pass import build_model, images_of, warn_no_validation
 
 MAP_BATCH = 8  # distance maps upsampled and blurred at a time
 
@@ -45,7 +46,7 @@ def maps_of(model: SemiOrthogonal, distances: torch.Tensor, batch: int = MAP_BAT
 def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader, device: torch.device,
                           staging: Path, extractors: dict | None = None,
                           save: Callable[[SemiOrthogonal], Future] | None = None) -> Scored:
-    """pipeline.category.fit_and_score, in blocks of plan.block_rows feature-map rows."""
+    """pipeline.shared_pass.fit_and_score for one plan, in blocks of plan.block_rows feature-map rows."""
     assert plan.block_rows is not None
     start = time.perf_counter()
     seconds: dict[str, float] = {}

@@ -1,27 +1,19 @@
-"""One category's pipeline: fit, calibrate and score on the device, then metrics, files and the
-CSV row on the CPU (in the background, while the device fits the next category)."""
+"""One category's CPU half (a grid's variant's): metrics, files and the CSV row, in the background while
+the device fits the next category; the device half is pipeline/shared_pass.py."""
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import metrics
 import results
-from common import UserError
-from datasets.base import SegmentedLoader
-from datasets.batch import Batch
-from models import SemiOrthogonal, calibrate
-from models.backbone import build_extractor
-from models.distributed import all_reduce_stats
-from pipeline import outputs, progress
+from models import SemiOrthogonal
+from pipeline import outputs
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
@@ -40,143 +32,14 @@ class Scored:
 
 @dataclass
 class CategoryResult:
-    """A committed category: its folder and the content of its metrics.json."""
-    category: str
+    """A committed category (a grid's variant): its folder and the content of its metrics.json."""
+    category: str  # as lines name it: the category, and its variant in a grid (Plan.name)
     out_dir: Path
     summary: dict[str, Any] = field(repr=False)
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.summary["metrics"]
-
-
-@torch.no_grad()
-def score(model: SemiOrthogonal, batches: Iterable[Batch]) -> results.Scores | None:
-    """Score maps (float32, on the host), image scores, masks and labels of every batch; None if none."""
-    maps, image_scores = [], []
-    masks: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for batch_maps, batch_scores in model.predict_batches(images_of(batches, masks, labels)):
-        maps.append(batch_maps.float().cpu().numpy())
-        image_scores.append(batch_scores.float().cpu().numpy())
-    if not maps:
-        return None
-    return results.Scores(maps=np.concatenate(maps), image_scores=np.concatenate(image_scores),
-                          masks=np.concatenate(masks).astype(np.uint8), labels=np.concatenate(labels).astype(np.int8))
-
-
-def images_of(batches: Iterable[Batch], masks: list[np.ndarray], labels: list[np.ndarray]
-              ) -> Iterator[torch.Tensor]:
-    """Each batch's images, its masks and labels appended as it goes: in the order the maps come back in."""
-    for batch in batches:
-        masks.append(batch.mask.numpy())
-        labels.append(batch.label.numpy())
-        yield batch.image
-
-
-def build_model(options: RunOptions, plan: Plan, device: torch.device, extractors: dict) -> SemiOrthogonal:
-    """A new model sharing the cached backbone, or the --resume file's model with its sums."""
-    if options.resume is not None:
-        model = SemiOrthogonal.load(options.resume, device, finalize=False)
-        model.config = plan.config
-        return model
-    c = plan.config
-    key = (c.backbone, c.seed, c.layers, c.pre_relu)
-    if key not in extractors:
-        try:
-            extractors[key] = build_extractor(c.backbone, options.weights, c.seed, c.layers, c.pre_relu).to(device)
-        except UserError as e:  # the model speaks of weights; the user needs the flag
-            raise UserError(f"--weights {options.weights}: {e}; --weights PATH and --weights random also work") \
-                from None
-    return SemiOrthogonal(plan.config, extractor=extractors[key]).to(device)
-
-
-def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device: torch.device,
-                  staging: Path | None, rank: int = 0, world: int = 1, extractors: dict | None = None,
-                  save: Callable[[SemiOrthogonal], Future] | None = None) -> Scored | None:
-    """Fits, calibrates and scores one category, reading its segments of `data`; under torchrun only
-    rank 0 (the one with a staging folder) goes past the fit. `save` starts writing the calibrated
-    model (save_model in the background); None: no model file."""
-    start = time.perf_counter()
-    seconds: dict[str, float] = {}
-    model = build_model(options, plan, device, {} if extractors is None else extractors)
-    # what the model is of and which image files its sums hold (the --resume file's kept and extended):
-    # merge_stats refuses mixed categories, and --resume and merges images counted twice
-    model.meta, model.fitted, model.provenance = dict(plan.meta), plan.fitted, dict(plan.provenance)
-    if rank != 0 and model.stats is not None:  # resumed sums are counted once, by rank 0
-        model.stats = None
-
-    t = time.perf_counter()
-    fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
-    model.fit(batch.image for batch in fitting)
-    if world > 1:
-        all_reduce_stats(model.running_stats())  # fit() made them, or extended the resumed ones
-    seconds["fit"] = time.perf_counter() - t
-    assert model.stats is not None
-    n_fitted = model.stats.n
-    say = print if options.verbose and rank == 0 else (lambda *a, **k: None)
-    c = plan.config
-    say(f"{plan.category}: fit {n_fitted} {'tiles' if c.tile else 'images'} in {seconds['fit']:.2f} s: "
-        f"{model.positions} positions, F = {model.W.shape[0]}, k = {c.k}, --approx {c.approx}, "
-        f"sums {nbytes(model.stats.state()) / 1e9:.3f} GB",
-        flush=True)
-    if rank != 0:
-        return None
-    t = time.perf_counter()
-    model.finalize()  # the packed sums stay beside the factor until model.pt is written
-    if save is None:
-        model.stats = None
-    seconds["precision"] = time.perf_counter() - t
-    say(f"{plan.category}: precision in {seconds['precision']:.2f} s: {precision_bytes(model) / 1e9:.3f} GB",
-        flush=True)
-
-    t = time.perf_counter()
-    thresholds = {}
-    validation = score(model, progress.track(data.next_segment(), f"{plan.category} validation", len(plan.val)))
-    if validation is not None:
-        thresholds = calibrate(validation.maps, validation.image_scores, options.val_fpr)
-    else:
-        warn_no_validation(plan.category)
-    model.thresholds = thresholds
-    seconds["calibrate"] = time.perf_counter() - t
-    say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
-        f"{seconds['calibrate']:.2f} s", flush=True)
-    # model.pt is complete now (sums and thresholds): written once, in the background, while the test
-    # images are scored; the sums are dropped once it is written.
-    saved = save(model) if save is not None else None
-    t = time.perf_counter()
-    try:
-        scores = score(model, progress.track(data.next_segment(), f"{plan.category} test", len(plan.splits.test)))
-    except BaseException:
-        if saved is not None:  # the caller removes the staging folder: not while the file is being written
-            wait([saved])
-        raise
-    seconds["score"] = time.perf_counter() - t
-    n_scored = 0 if scores is None else len(scores)
-    say(f"{plan.category}: score {n_scored} test images in {seconds['score']:.2f} s", flush=True)
-    seconds["device_total"] = time.perf_counter() - start
-    if scores is not None:  # None: no test images (a folder dataset of normal images only)
-        scores.defects = np.array([s.defect for s in plan.splits.test])
-        # absolute: the report reads the images from wherever it is run, not only where training ran
-        scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
-    assert staging is not None  # rank 0, the only one here, has the staging folder
-    return Scored(plan, staging, scores, thresholds, seconds, n_fitted, saved)
-
-
-def warn_no_validation(category: str) -> None:
-    print(f"warning: {category}: no validation images (fewer than 10 training images): no thresholds stored",
-          file=sys.stderr)
-
-
-def nbytes(tensors: dict) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values() if t.dim())
-
-
-def precision_bytes(model: SemiOrthogonal) -> int:
-    """What scoring holds: mu and L, or the --approx alternative's tensors."""
-    held = vars(model.precision) if model.precision is not None else {"mu": model.mu, "L": model.L_packed,
-                                                                      "L_inv": model.L_inv}
-    return nbytes({k: v for k, v in held.items() if isinstance(v, torch.Tensor)})
 
 
 def save_model(staging: Path, embed_backbone: bool, model: SemiOrthogonal) -> None:
@@ -217,7 +80,7 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
             summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
         if options.verbose:
-            print(f"{scored.plan.category}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+            print(f"{scored.plan.name}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
                   flush=True)
         measuring = time.perf_counter() - t  # the metrics run side by side: their wall time, not their sum
         t = time.perf_counter()
@@ -240,7 +103,7 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
     except BaseException:
         outputs.discard(scored.staging)
         raise
-    return CategoryResult(scored.plan.category, out_dir, summary)
+    return CategoryResult(scored.plan.name, out_dir, summary)
 
 
 def no_mask(plan: Plan) -> np.ndarray:

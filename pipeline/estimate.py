@@ -9,10 +9,8 @@ and the activations are device memory; the host keeps the maps.
 """
 from __future__ import annotations
 
-import os
-import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,12 +20,12 @@ from common import UserError
 from models.backbone import feature_size
 from models.config import Config
 from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, tile_bytes, weight_bytes
-from models.semi_ortho import group_size
+from models.groups import group_size
+from pipeline.budget import MARGIN, default_budget, resident_bytes, shown
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
+from pipeline.shared_pass import backbone_key
 
-GiB = 1 << 30
-MARGIN = GiB  # left to the rest of the machine by the default budget
 CHUNK_ELEMENTS = 1 << 20  # models/gaussian.py's float64 chunk on a CPU
 MAP_BATCH = 8  # pipeline/blocked.py's maps smoothed at a time
 # Measured on CPU (ResNet-18 at 256, 512, 1024 and WRN-50-2 at 256, BENCHMARKS.md): the convolutions hold
@@ -55,25 +53,41 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
              backbone_stored: bool, baseline: int | None = None) -> Estimate:
     """The peak of one category fitted with `config` (several categories run one after another: the
     largest one's peak is the run's)."""
+    return pass_estimate([config], n_val, n_test, batch_size, workers, device, backbone_stored, baseline)
+
+
+def pass_estimate(configs: Sequence[Config], n_val: int, n_test: int, batch_size: int, workers: int,
+                  device: torch.device, backbone_stored: bool, baseline: int | None = None,
+                  backbones: int = 1) -> Estimate:
+    """The peak of one category's variants fitted and scored together from one pass over its images
+    (pipeline/shared_pass.py): each variant's state, group buffer and kept maps, beside what they share (the
+    images in flight, one batch's activations at a time, `backbones` distinct backbones' weights). The
+    variants differ in approx, k and seed only: size, backbone and tiles are the first's."""
     baseline = resident_bytes() if baseline is None else baseline
     on_gpu = device.type == "cuda"
-    state = state_bytes(config, device.type)
-    H, W = config.input_size
+    first = configs[0]
+    H, W = first.input_size
     image = 3 * H * W * FLOAT
     in_flight = (1 + 2 * workers) * batch_size * (image + H * W)  # pixels and masks; 2 prefetched per worker
     # a tiled model's backbone takes a batch's tiles at most batch_size at a time
-    activations = int(ACTIVATION_FACTOR * activation_bytes(config.backbone, config.model_size, batch_size))
-    activations += tile_bytes(config, batch_size)
-    h, w = feature_size(config.model_size, config.backbone)
-    P, k = h * w, state["mu"] // (h * w * FLOAT)  # k, or F for the ablations on every channel
-    buffer = P * group_size(P, config.k) * config.k * FLOAT
-    model = state["sums"] + state["factor"] + state["mu"] + state["W"]
+    activations = int(ACTIVATION_FACTOR * activation_bytes(first.backbone, first.model_size, batch_size))
+    activations += tile_bytes(first, batch_size)
+    h, w = feature_size(first.model_size, first.backbone)
+    P = h * w
+    states = [state_bytes(config, device.type) for config in configs]
+    sums = sum(state["sums"] for state in states)
+    buffer = sum(P * group_size(P, config.k) * config.k * FLOAT for config in configs)
+    model = sum(state["sums"] + state["factor"] + state["mu"] + state["W"] for state in states)
+    # k, or F for the ablations on every channel
+    k = max(state["mu"] // (P * FLOAT) for state in states)
     workspace = (torch.get_num_threads() if not on_gpu else 1) * 2 * 8 * min(P * k * k, CHUNK_ELEMENTS)
-    # float32 maps and uint8 masks kept for the metrics, each list joined into one array at the end (a copy)
-    maps = max(n_val, n_test) * H * W * 2 * (FLOAT + 1)
+    # float32 maps and uint8 masks kept for the metrics, each variant's lists joined into one array at the end
+    # (a copy, one variant at a time)
+    maps = (len(configs) + 1) * max(n_val, n_test) * H * W * (FLOAT + 1)
     smoothing = 3 * batch_size * H * W * FLOAT  # a batch's upsampled and blurred maps
-    metrics = n_test * H * W * (FLOAT + 1 + METRIC_BYTES)  # the maps and masks, and what the metrics add
-    device_side = {"fit": state["sums"] + buffer + activations, "factor": model + workspace,
+    # every variant's maps and masks wait for the metrics, which add their own to one variant's at a time
+    metrics = n_test * H * W * (len(configs) * (FLOAT + 1) + METRIC_BYTES)
+    device_side = {"fit": sums + buffer + activations, "factor": model + workspace,
                    "score": model + buffer + activations + smoothing}
     if on_gpu:
         host = {"fit": in_flight, "factor": 0, "score": in_flight + maps, "metrics": metrics}
@@ -82,11 +96,12 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
         host["score"] += maps
         host["metrics"] = metrics + activations  # the allocator keeps the activations' memory (as in blocks)
     phase = max(host, key=lambda name: host[name])
-    weights = weight_bytes(config.backbone)
+    weights = backbones * weight_bytes(first.backbone)
     parts = {"held now": baseline, "runtime": RUNTIME, "weights": weights, f"phase {phase}": host[phase],
-             "sums": state["sums"], "factor": state["factor"], "activations": activations, "maps": maps}
+             "sums": sums, "factor": sum(state["factor"] for state in states), "activations": activations,
+             "maps": maps}
     return Estimate(peak_rss_bytes=baseline + RUNTIME + weights + host[phase],
-                    model_file_bytes=model_file_bytes(config, backbone_stored),
+                    model_file_bytes=sum(model_file_bytes(config, backbone_stored) for config in configs),
                     device_bytes=max(device_side.values()) + weights if on_gpu else 0, parts=parts)
 
 
@@ -139,61 +154,6 @@ def block_rows(config: Config, budget: int, estimate_of: Callable[[int], Estimat
     return low or None
 
 
-def resident_bytes() -> int:
-    """This process's resident memory now (Linux /proc; elsewhere the peak so far)."""
-    try:
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
-    except (OSError, AttributeError):
-        import resource  # not on Windows; there the estimate starts from 0
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if os.name != "nt" else 0
-
-
-def default_budget() -> int:
-    """What this process may grow to: what it holds plus its share of the memory available (the machine's,
-    or its container's limit), less a margin for the rest of the machine. Under torchrun the processes on
-    one machine (LOCAL_WORLD_SIZE) each peak at once: each gets an equal share."""
-    available = _meminfo("MemAvailable")
-    limit = _cgroup_room()
-    room = min(v for v in (available, limit) if v is not None) if (available or limit) else None
-    if room is None:
-        raise UserError("cannot tell this machine's available memory; pass --max-memory, e.g. --max-memory 16G")
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return resident_bytes() + (room - MARGIN) // local
-
-
-def _meminfo(key: str) -> int | None:
-    try:
-        match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-    except OSError:
-        return None
-    return int(match.group(1)) * 1024 if match else None
-
-
-def _cgroup_room() -> int | None:
-    """A container's memory limit less what it uses (cgroup v2), None without one."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-    except (OSError, ValueError):
-        return None
-    return None if limit == "max" else int(limit) - used
-
-
-def parse_bytes(text: str) -> int:
-    """--max-memory's value: bytes, or a number with K, M, G or T (powers of 1024), e.g. 8G, 1.5T."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.I)
-    if not match or float(match.group(1)) <= 0:
-        raise UserError(f"--max-memory {text}: pass a size such as 8G, 512M or 16000000000")
-    scale = 1024 ** " KMGT".index(match.group(2).upper() or " ")
-    return int(float(match.group(1)) * scale)
-
-
-def shown(nbytes: int) -> str:
-    return f"{nbytes / GiB:.2f} GiB" if nbytes >= GiB / 10 else f"{nbytes / (1 << 20):.0f} MiB"
-
-
 def check_budget(named: dict[str, Estimate], budget: int, given: bool, not_blocked: dict[str, str] | None = None
                  ) -> None:
     """Refuses, in one line naming the flags that reduce it, a run whose largest category would pass the
@@ -209,46 +169,77 @@ def check_budget(named: dict[str, Estimate], budget: int, given: bool, not_block
                     "use a smaller --image-size, --k or --batch-size, fewer --layers or a smaller --model")
 
 
-def with_estimates(plans: list[Plan], batch_size: int, workers: int, device: torch.device, options: RunOptions,
-                   max_memory: int | None, world: int = 1) -> list[Plan]:
-    """Each plan with its estimate (printed with --verbose), once the largest is known to fit the budget:
-    at once, or else in blocks of feature-map rows where the run can be blocked (plan.block_rows)."""
+def planned_passes(plans: list[Plan], batch_size: int, workers: int, device: torch.device, options: RunOptions,
+                   max_memory: int | None, world: int = 1) -> list[list[Plan]]:
+    """Each category's variants (one in a run without a grid) in as few passes over its images as fit the
+    budget, each plan with its pass's estimate (printed with --verbose). A variant that does not fit alone
+    is fitted in blocks of feature-map rows where the run can be blocked (plan.block_rows), else refused."""
     baseline = resident_bytes()
     stored = options.embed_backbone or options.weights != "imagenet"
-    named = {plan.category: estimate(plan.config, len(plan.val), len(plan.splits.test), batch_size, workers,
-                                     device, stored, baseline) for plan in plans}
+    backbones = len({backbone_key(plan.config, options.weights) for plan in plans})  # the run keeps each built
+
+    def together(group: list[Plan]) -> Estimate:
+        return pass_estimate([p.config for p in group], len(group[0].val), len(group[0].splits.test), batch_size,
+                             workers, device, stored, baseline, backbones)
     budget = max_memory if max_memory is not None else default_budget()
+    passes: list[list[Plan]] = []
     rows: dict[str, int] = {}
-    reasons: dict[str, str] = {}  # why an over-budget category is not fitted in blocks
-    for plan in plans:
-        if named[plan.category].peak_rss_bytes <= budget:
-            continue
-        reason = not_blockable(plan.config, options, device, world)
-        if reason:
-            reasons[plan.category] = reason
-            continue
-        def blocked(r: int, plan: Plan = plan) -> Estimate:
-            return blocked_estimate(plan.config, r, len(plan.val), len(plan.splits.test), batch_size, workers,
-                                    stored, baseline)
-        found = block_rows(plan.config, budget, blocked)
-        if found is not None:
-            rows[plan.category], named[plan.category] = found, blocked(found)
-        else:
-            reasons[plan.category] = "even in blocks of one feature-map row"
+    named: dict[str, Estimate] = {}
+    reasons: dict[str, str] = {}  # why an over-budget variant is not fitted in blocks
+    for category in dict.fromkeys(plan.category for plan in plans):
+        fits = []
+        for plan in (p for p in plans if p.category == category):
+            named[plan.name] = together([plan])
+            if named[plan.name].peak_rss_bytes <= budget:
+                fits.append(plan)
+                continue
+            passes.append([plan])
+            reason = not_blockable(plan.config, options, device, world)
+            if reason:
+                reasons[plan.name] = reason
+                continue
+            def blocked(r: int, plan: Plan = plan) -> Estimate:
+                return blocked_estimate(plan.config, r, len(plan.val), len(plan.splits.test), batch_size, workers,
+                                        stored, baseline)
+            found = block_rows(plan.config, budget, blocked)
+            if found is not None:
+                rows[plan.name], named[plan.name] = found, blocked(found)
+            else:
+                reasons[plan.name] = "even in blocks of one feature-map row"
+        for group in packed(fits, together, budget):
+            named.update({plan.name: together(group) for plan in group})
+            passes.append(group)
     if options.verbose:
-        for category, e in named.items():
-            parts = ", ".join(f"{name} {shown(nbytes)}" for name, nbytes in e.parts.items())
-            blocks = f" in blocks of {rows[category]} feature-map rows" if category in rows else ""
-            print(f"{category}: estimate peak {shown(e.peak_rss_bytes)}{blocks} ({parts}), model.pt "
+        for name, e in named.items():
+            parts = ", ".join(f"{part} {shown(nbytes)}" for part, nbytes in e.parts.items())
+            blocks = f" in blocks of {rows[name]} feature-map rows" if name in rows else ""
+            print(f"{name}: estimate peak {shown(e.peak_rss_bytes)}{blocks} ({parts}), model.pt "
                   f"{shown(e.model_file_bytes)}, budget {shown(budget)}", flush=True)
     check_budget(named, budget, max_memory is not None, reasons)
     if device.type == "cuda":
         check_device(named, device)
     for plan in plans:
-        if plan.category in rows:
-            check_disk(plan, named[plan.category])
-    return [replace(plan, estimate=named[plan.category].as_json(), block_rows=rows.get(plan.category))
-            for plan in plans]
+        if plan.name in rows:
+            check_disk(plan, named[plan.name])
+    own = {plan.name: model_file_bytes(plan.config, stored) for plan in plans}
+    return [[replace(plan, estimate={**named[plan.name].as_json(), "model_file_bytes": own[plan.name]},
+                     block_rows=rows.get(plan.name)) for plan in group] for group in passes]
+
+
+def packed(plans: list[Plan], together: Callable[[list[Plan]], Estimate], budget: int) -> list[list[Plan]]:
+    """The variants in as few groups as fit the budget together (first fit, largest state first), each group
+    and the groups in the variants' own order."""
+    index = {id(plan): i for i, plan in enumerate(plans)}
+    groups: list[list[Plan]] = []
+    for plan in sorted(plans, key=lambda p: -sum(state_bytes(p.config).values())):
+        for group in groups:
+            if together([*group, plan]).peak_rss_bytes <= budget:
+                group.append(plan)
+                break
+        else:
+            groups.append([plan])
+    groups = [sorted(group, key=lambda p: index[id(p)]) for group in groups]
+    return sorted(groups, key=lambda group: index[id(group[0])])
 
 
 def not_blockable(config: Config, options: RunOptions, device: torch.device, world: int) -> str | None:

@@ -40,6 +40,12 @@ class Plan:
     estimate: dict[str, int] | None = None  # pipeline/estimate.py's prediction, stored in metrics.json
     provenance: dict = field(default_factory=dict)  # pipeline/provenance.py: metrics.json's and model.pt's
     block_rows: int | None = None  # fit in blocks of this many feature-map rows (pipeline/blocked.py); None: at once
+    variant: str = ""  # a grid's variant (pipeline/grid.py): its folder name below the category's; "": the only one
+
+    @property
+    def name(self) -> str:
+        """How lines and the estimate name it: the category, and its variant in a grid."""
+        return f"{self.category} {self.variant}" if self.variant else self.category
 
 
 def split_validation(train: list[Sample], protocol: str | None = "standard") -> tuple[list[Sample], list[Sample]]:

@@ -1,5 +1,5 @@
-"""A run of several categories: the device, the output folders, and the loop that fits one category
-while the previous one is finished in the background."""
+"""A run of several categories: the device, the output folders, and the loop that fits one category (or a
+grid's variants of it) while the previous one is finished in the background."""
 from __future__ import annotations
 
 import importlib
@@ -19,9 +19,10 @@ from datasets.base import SegmentedLoader
 from pipeline import outputs
 from pipeline.background import Background
 from pipeline.blocked import fit_and_score_blocked
-from pipeline.category import CategoryResult, Scored, finish, fit_and_score, save_model
+from pipeline.category import CategoryResult, finish, save_model
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
+from pipeline.shared_pass import fit_and_score
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,12 +68,12 @@ def claim_outputs(experiment: Path, dataset: str, categories: list[str], overwri
     return out_dirs
 
 
-def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader, device: torch.device, rank: int,
-                   world: int, announce: Callable[[CategoryResult], None]) -> list[CategoryResult]:
-    """Fits each category on the device while the previous one's metrics and files are finished in the
-    background (model files, 0.75 GB for WRN-50-2, by a thread of their own as soon as a category is
-    calibrated, two at most in flight).
-    `announce` is called with each committed category, in order."""
+def run_passes(options: RunOptions, passes: list[list[Plan]], data: SegmentedLoader, device: torch.device, rank: int,
+               world: int, announce: Callable[[CategoryResult], None]) -> list[CategoryResult]:
+    """Fits each pass (a category's variants fitted together; one in a run without a grid) on the device
+    while the previous one's metrics and files are finished in the background (model files, 0.75 GB for
+    WRN-50-2, by a thread of their own as soon as a model is calibrated, two at most in flight).
+    `announce` is called with each committed category or variant, in order."""
     done: list[CategoryResult] = []
     finishing: deque[Future] = deque()
 
@@ -86,24 +87,27 @@ def run_categories(options: RunOptions, plans: list[Plan], data: SegmentedLoader
     with Background(limit=2) as saving, Background(limit=1) as finisher:
         if rank == 0:  # the metrics' scipy.ndimage takes half a second to import: meanwhile, not after the last one
             finisher.submit(importlib.import_module, "scipy.ndimage")
-        for plan in plans:
+        for plans in passes:
             if device.type == "cpu":  # on the CPU, overlap would double the peak memory
                 report_finished()
-            staging = outputs.stage(plan.out_dir) if rank == 0 else None
-            save = partial(saving.submit, save_model, staging, options.embed_backbone) \
-                if options.save_model and staging is not None else None
+            stagings: list[Path | None] = []
             try:
-                scored: Scored | None
-                if plan.block_rows is not None:  # the estimate found the state too large for one piece
-                    assert staging is not None  # blocks are refused under torchrun
-                    scored = fit_and_score_blocked(options, plan, data, device, staging, extractors, save)
+                for plan in plans:
+                    stagings.append(outputs.stage(plan.out_dir) if rank == 0 else None)
+                saves = [partial(saving.submit, save_model, staging, options.embed_backbone)
+                         if options.save_model and staging is not None else None for staging in stagings]
+                if plans[0].block_rows is not None:  # the estimate found the state too large for one piece
+                    assert stagings[0] is not None  # blocks are refused under torchrun
+                    scored = [fit_and_score_blocked(options, plans[0], data, device, stagings[0], extractors,
+                                                    saves[0])]
                 else:
-                    scored = fit_and_score(options, plan, data, device, staging, rank, world, extractors, save)
+                    scored = fit_and_score(options, plans, data, device, stagings, rank, world, extractors, saves)
             except BaseException:
-                outputs.discard(staging)
+                for staging in stagings:
+                    outputs.discard(staging)
                 raise
             report_finished()
-            if scored is not None:
-                finishing.append(finisher.submit(finish, options, scored))
+            for one in scored:
+                finishing.append(finisher.submit(finish, options, one))
         report_finished()
     return done

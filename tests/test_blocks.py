@@ -75,8 +75,9 @@ def root(tmp_path_factory) -> Path:
 
 def forced_blocks(monkeypatch, rows: int) -> None:
     """Every run over budget at once and given `rows` rows per block (the budget's choice is tested apart)."""
-    at_once = estimates.estimate
-    monkeypatch.setattr(estimates, "estimate", lambda *a, **k: replace(at_once(*a, **k), peak_rss_bytes=1 << 50))
+    at_once = estimates.pass_estimate
+    monkeypatch.setattr(estimates, "pass_estimate",
+                        lambda *a, **k: replace(at_once(*a, **k), peak_rss_bytes=1 << 50))
     monkeypatch.setattr(estimates, "block_rows", lambda config, budget, estimate_of: rows)
 
 
@@ -155,8 +156,9 @@ def test_the_budget_chooses_the_largest_block_that_fits(root, tmp_path, monkeypa
 def test_what_cannot_be_blocked_is_refused_in_one_line_before_decoding(root, tmp_path, monkeypatch):
     decoded = []
     monkeypatch.setattr("datasets.base.read_image", lambda *a, **k: decoded.append(a) or 1 / 0)
-    at_once = estimates.estimate
-    monkeypatch.setattr(estimates, "estimate", lambda *a, **k: replace(at_once(*a, **k), peak_rss_bytes=1 << 50))
+    at_once = estimates.pass_estimate
+    monkeypatch.setattr(estimates, "pass_estimate",
+                        lambda *a, **k: replace(at_once(*a, **k), peak_rss_bytes=1 << 50))
     run = ["--dataroot", str(root), "--category", "toy", "--experiment", str(tmp_path / "e"), *FAST]
     with pytest.raises(UserError, match=r"^toy needs about .* \(--approx global cannot be fitted in blocks "):
         train.main([*run, "--approx", "global"])

@@ -10,7 +10,8 @@ import train
 from common import UserError
 from models import Config, SemiOrthogonal
 from models.footprint import _aliases, activation_bytes, model_file_bytes, state_bytes, tapped_weight_bytes
-from pipeline.estimate import check_device, default_budget, estimate, parse_bytes
+from pipeline.budget import default_budget, parse_bytes
+from pipeline.estimate import check_device, estimate
 from tests.helpers.data import write_category
 
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--workers", "0",
@@ -129,14 +130,14 @@ def test_metrics_json_holds_the_estimate_and_verbose_prints_it(root, tmp_path, c
 
 
 def test_the_default_budget_is_shared_by_the_processes_of_one_machine(monkeypatch):
-    monkeypatch.setattr("pipeline.estimate._meminfo", lambda key: 9 << 30)
-    monkeypatch.setattr("pipeline.estimate._cgroup_room", lambda: None)
-    monkeypatch.setattr("pipeline.estimate.resident_bytes", lambda: 1 << 30)
+    monkeypatch.setattr("pipeline.budget._meminfo", lambda key: 9 << 30)
+    monkeypatch.setattr("pipeline.budget._cgroup_room", lambda: None)
+    monkeypatch.setattr("pipeline.budget.resident_bytes", lambda: 1 << 30)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_budget() == (1 << 30) + (8 << 30)  # what it holds, the available memory less 1 GiB
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert default_budget() == (1 << 30) + (4 << 30)
-    monkeypatch.setattr("pipeline.estimate._cgroup_room", lambda: 3 << 30)  # a container's tighter limit
+    monkeypatch.setattr("pipeline.budget._cgroup_room", lambda: 3 << 30)  # a container's tighter limit
     assert default_budget() == (1 << 30) + (1 << 30)
 
 

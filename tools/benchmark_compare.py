@@ -85,7 +85,7 @@ def scoring(args: argparse.Namespace, repeats: int = 2) -> list[dict]:
 
     from models.distance import mahalanobis, whitened_distance
     from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
-    from models.semi_ortho import group_size
+    from models.groups import group_size
 
     rows = []
     for k in args.scoring_k:

@@ -18,23 +18,23 @@ import torch
 
 import train
 from common import run_cli
-from pipeline.category import build_model
 from pipeline.plan import segments_of
+from pipeline.shared_pass import build_model, shared_features
 
 
 def main(argv: list[str] | None = None) -> int:
     args = train.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         args.experiment, args.overwrite = scratch, True  # nothing is written; no earlier result can refuse it
-        options, plans, data, device, rank, world = train.planned_run(args)
+        options, passes, data, device, rank, world = train.planned_run(args)
         extractors: dict = {}
         images = 0
         with torch.inference_mode():
-            for plan in plans:
-                model = build_model(options, plan, device, extractors)
-                for _ in segments_of(plan, rank, world):
+            for plans in passes:  # a grid's variants share each batch's forward, once per distinct backbone
+                models = [build_model(options, plan, device, extractors) for plan in plans]
+                for _ in segments_of(plans[0], rank, world):
                     for batch in data.next_segment():
-                        for _ in model.features_of([batch.image]):  # a tiled model's: the batch's tiles
+                        for _ in shared_features(models, batch.image):  # a tiled model's: the batch's tiles
                             pass
                         images += len(batch)
         if device.type == "cuda":
