@@ -11,9 +11,9 @@ import numpy as np
 from common import UserError
 from onnx_model import ExportedScorer, check_file, version_of
 
-# requirements-export.txt's floor (tests/test_versions.py keeps them equal): the first release with openvino.Core
-# and openvino.__version__; 2023.0 has them only in openvino.runtime, which 2026.0 removed
-OPENVINO_FLOOR = (2023, 1)
+# requirements-export.txt's floor (tests/test_versions.py keeps them equal): the oldest release that reads the
+# graphs of every exporter requirements-export.txt allows (requirements-floor-export.txt says why)
+OPENVINO_FLOOR = (2024, 1)
 KEYS = ("format", "config", "thresholds", "meta", "tiling")
 
 

@@ -105,14 +105,14 @@ def test_missing_or_old_openvino_is_one_line_naming_what_to_install(exported, tm
     argv = ["--model", str(exported / "model.onnx"), "--input", str(tmp_path), "--out", str(tmp_path / "o"),
             "--runtime", "openvino"]
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
-    with pytest.raises(UserError, match=r"needs OpenVINO: pip install -U 'openvino>=2023\.1'"):
+    with pytest.raises(UserError, match=r"needs OpenVINO: pip install -U 'openvino>=2024\.1'"):
         predict.main(argv)
-    old = types.ModuleType("openvino")  # 2023.0: no openvino.Core, no __version__
+    old = types.ModuleType("openvino")  # as 2023.0: no openvino.Core, no __version__
     monkeypatch.setitem(sys.modules, "openvino", old)
-    with pytest.raises(UserError, match=r"needs OpenVINO >= 2023\.1 \(this is older\): pip install -U"):
+    with pytest.raises(UserError, match=r"needs OpenVINO >= 2024\.1 \(this is older\): pip install -U"):
         predict.main(argv)
-    old.Core, old.__version__ = object, "2022.3.1-9227-cf2c7da5689-releases/2022/3"
-    with pytest.raises(UserError, match=r"needs OpenVINO >= 2023\.1 \(this is 2022\.3\.1\)"):
+    old.Core, old.__version__ = object, "2024.0.0-14509-34caeefd078-releases/2024/0"
+    with pytest.raises(UserError, match=r"needs OpenVINO >= 2024\.1 \(this is 2024\.0\.0\)"):
         predict.main(argv)
 
 
