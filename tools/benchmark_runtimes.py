@@ -3,22 +3,24 @@
     python tools/benchmark_runtimes.py                       # ResNet-18 (k 100), WRN-50-2 (k 300), 256 x 256
     python tools/benchmark_runtimes.py --int8                # and OpenVINO INT8 by NNCF (pip install nncf)
 
-Per backbone it fits a model (random weights: ImageNet's cannot be downloaded everywhere) on the synthetic
-`washer` category's training images, exports it (tools/export.py's graph), then times what predict.py calls:
+Per backbone it fits a model (random weights: ImageNet's cannot be downloaded everywhere) on --train images
+of the synthetic `washer` category (generated in a temporary folder; more than k, as real categories have, so
+that no direction of the Gaussian is eps alone), exports it (tools/export.py's graph), then times what predict.py calls:
 SemiOrthogonal.predict, onnx_model.OnnxScorer.predict and openvino_model.OpenVinoScorer.predict, at each
 --batch: one warm-up call, then --repeats calls on the category's test images; the median gives images per
 second. Each runtime's maps are compared with torch's (max relative difference).
 
---int8 quantises the OpenVINO model with NNCF's post-training quantisation (nncf.quantize, the training
-images as its calibration set), once as NNCF does by default (every Conv and MatMul) and once with the
-MatMuls left in float32 (the projection W, the whitening L^-1 and the smoothing: only the backbone in INT8),
-and reports the Pearson correlation of its maps with float32 OpenVINO's over every pixel of the test images
-(pooled, and the lowest of one image), of the image scores, and its speed.
+--int8 quantises the OpenVINO model with NNCF's post-training quantisation (nncf.quantize, the first
+--calibration training images as its calibration set) in the variants of tools/benchmark_int8.py (NNCF's
+default, every Conv and MatMul; the backbone alone) and reports the Pearson correlation of its maps with
+float32 OpenVINO's over every pixel of the test images (pooled, and the lowest of one image), of the image
+scores, and its speed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per runtime and batch, after one warm-up")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--category", default="washer", help="the synthetic category fitted and scored")
+    p.add_argument("--train", type=int, default=400, help="training images of the generated category")
+    p.add_argument("--calibration", type=int, default=100, help="--int8: NNCF's calibration images")
     p.add_argument("--int8", action="store_true", help="also NNCF's INT8 OpenVINO model (needs nncf)")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     return p.parse_args(argv)
@@ -134,21 +138,25 @@ def machine() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "python": platform.python_version(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0], "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from datasets.options import DataOptions
-    from datasets.synthetic.loader import load
+    from datasets.mvtec import load
+    from datasets.synthetic.loader import generate_category
 
-    splits = load(None, args.category, DataOptions(dataset="synthetic"))
-    train, test = images(splits.train, args.image_size), images(splits.test, args.image_size)
+    with tempfile.TemporaryDirectory(prefix="runtimes-data-") as root:
+        generate_category(Path(root), args.category, n_train=args.train)
+        splits = load(Path(root), args.category)
+        train, test = images(splits.train, args.image_size), images(splits.test, args.image_size)
     if max(args.batch) > len(test):
         sys.exit(f"--batch {max(args.batch)}: the category has {len(test)} test images")
+    about = {"at_start": machine()}  # the load of other processes, before and after
     rows = [row for backbone in args.models for row in benchmark(backbone, args, train, test)]
-    about = machine()
+    about["at_end"] = machine()
     print(json.dumps(about))
     print(table(rows))
     int8 = [r for r in rows if "pearson_maps" in r or "error" in r]
