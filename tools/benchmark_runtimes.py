@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=sorted(K), default=["resnet18", "wide_resnet50_2"])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes timed")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per runtime and batch, after one warm-up")
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per runtime and batch, after one warm-up")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--category", default="washer", help="the synthetic category fitted and scored")
     p.add_argument("--train", type=int, default=400, help="training images of the generated category")
