@@ -47,7 +47,7 @@ class OpenVinoScorer(ExportedScorer):
         shape = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
         super().__init__(path, props, shape)
         # f32: on CPUs with bfloat16 units (AVX-512 BF16, AMX) OpenVINO computes in bfloat16 by default, which
-        # moves the maps by about 2% of their maximum; the exported graph is meant to score as the torch model
+        # moved the tests' maps by about 2% of their maximum; the exported graph is meant to score as the torch model
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.request = compiled.create_infer_request()
         self.ports = {output.get_any_name(): output for output in compiled.outputs}

@@ -44,12 +44,17 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-def int8_rows(path: Path, backbone: str, k: int, train: torch.Tensor, test: torch.Tensor,
-              args: argparse.Namespace) -> list[dict]:
+def require_nncf():
     try:
         import nncf
     except ImportError:
         sys.exit("--int8 needs nncf: pip install nncf")
+    return nncf
+
+
+def int8_rows(path: Path, backbone: str, k: int, train: torch.Tensor, test: torch.Tensor,
+              args: argparse.Namespace) -> list[dict]:
+    nncf = require_nncf()
     import openvino
     from benchmark_runtimes import relative, timed
 

@@ -145,6 +145,10 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.int8:  # before minutes of fitting
+        from benchmark_int8 import require_nncf
+
+        require_nncf()
     from datasets.mvtec import load
     from datasets.synthetic.loader import generate_category
 
