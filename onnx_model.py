@@ -1,4 +1,4 @@
-"""A fitted model as one ONNX file: export with torch.onnx, score with onnxruntime (both optional).
+"""A fitted model as one ONNX file: export with torch.onnx, score with onnxruntime or OpenVINO (optional).
 
 The graph takes `images` (N, 3, H, W), float32, normalised as in training (RGB in [0, 1], minus the
 ImageNet mean, divided by its std; H x W the model's input size) and returns `maps` (N, H, W), the
@@ -6,8 +6,9 @@ smoothed score maps at input size, and `scores` (N,), their maxima. The batch si
 metadata (string key -> JSON) holds what a plain runtime needs beside the graph: the calibrated
 thresholds, the config, the normalisation. A tiled model's graph (--tile) takes `tiles` (N, 3, S, S) of such
 images and returns `tile_maps` (N, S, S), each tile's distances upsampled, unblurred; its metadata 'tiling'
-says how a runtime puts them back together (OnnxScorer does). onnx/onnxruntime are imported only where
-used, so the rest of the project runs without them.
+says how a runtime puts them back together (ExportedScorer does, for onnxruntime here and OpenVINO in
+openvino_model.py). onnx/onnxruntime/openvino are imported only where used, so the rest of the project runs
+without them.
 """
 from __future__ import annotations
 
@@ -159,13 +160,14 @@ def metadata_json(path: Path, props: dict[str, str], key: str, default: object =
     return value
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_of(text: str) -> tuple[int, ...]:
+    """(major, minor) of a version string: 2.14.1+cpu -> (2, 14), 2024.0.0-14509-34caeefd078 -> (2024, 0)."""
     return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
 
 
 def check_torch_exports(version: str = torch.__version__) -> None:
     """UserError unless this torch has the exporter tools/export.py uses (torch.onnx dynamo, Dim)."""
-    if _version(version) < TORCH_FLOOR:
+    if version_of(version) < TORCH_FLOOR:
         floor = ".".join(map(str, TORCH_FLOOR))
         raise UserError(f"exporting to ONNX needs torch >= {floor} (this is {version}): {INSTALL}")
 
@@ -174,7 +176,7 @@ def load_error(path: Path, error: Exception, runtime: str) -> UserError:
     """The one line for a model onnxruntime `runtime` would not open: which onnxruntime it needs when
     the installed one is older than what tools/export.py writes, else an unreadable file."""
     floor = ".".join(map(str, ONNXRUNTIME_FLOOR))
-    if _version(runtime) < ONNXRUNTIME_FLOOR:
+    if version_of(runtime) < ONNXRUNTIME_FLOOR:
         return UserError(f"{path}: onnxruntime {runtime} cannot load the models tools/export.py writes; "
                          f"they need onnxruntime >= {floor}: pip install -U 'onnxruntime>={floor}'")
     if re.search(r"IR version|opset", str(error), re.IGNORECASE):  # written by a newer exporter
@@ -183,8 +185,48 @@ def load_error(path: Path, error: Exception, runtime: str) -> UserError:
     return UserError(f"{path} is not a readable ONNX model ({type(error).__name__}); export it again")
 
 
-class OnnxScorer:
-    """The part of SemiOrthogonal predict.py uses (config, thresholds, predict), run by onnxruntime."""
+class ExportedScorer:
+    """The part of SemiOrthogonal predict.py uses (config, thresholds, meta, predict) for a graph tools/export.py
+    wrote, whatever runtime runs it: a subclass opens the file, hands its metadata here and runs the graph."""
+
+    def __init__(self, path: Path, props: dict[str, str], input_shape: list) -> None:
+        if props.get("format") != FORMAT:
+            raise UserError(f"{path} is not a semi-orthogonal model written by tools/export.py")
+        self.config: Config = config_from_state({"config": metadata_json(path, props, "config")}, path)
+        self.thresholds: dict[str, float] = metadata_json(path, props, "thresholds")
+        self.meta: dict = metadata_json(path, props, "meta", {})
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.thresholds.values()):
+            raise UserError(f"{path}: its metadata 'thresholds' are not numbers; export it again with tools/export.py")
+        size = self.config.model_size  # (batch, 3, H, W), the batch symbolic; a tiled model's graph takes tiles
+        if list(input_shape[2:]) != list(size):
+            raise UserError(f"{path}: its graph takes {' x '.join(map(str, input_shape[2:]))} images, its metadata "
+                            f"says {size[0]} x {size[1]}; export it again with tools/export.py")
+
+    def run(self, outputs: list[str], name: str, array: np.ndarray) -> list[np.ndarray]:
+        """The graph's `outputs` for `array` fed to its input `name`."""
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> score maps (B, H, W) and image scores (B,), as SemiOrthogonal.predict."""
+        c = self.config
+        if c.tile is None or c.stride is None:
+            array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+            maps, scores = self.run(["maps", "scores"], "images", array)
+            return torch.from_numpy(maps), torch.from_numpy(scores)
+        # the tiles of a batch at most as many at a time as it has images, as SemiOrthogonal fits and scores
+        parts = [self.run(["tile_maps"], "tiles", np.ascontiguousarray(chunk.numpy(), dtype=np.float32))[0]
+                 for chunk in tile(images.detach().cpu().float(), c.tile, c.stride).split(images.shape[0])]
+        stitched = assemble(torch.from_numpy(np.concatenate(parts)), c)
+        return stitched, stitched.flatten(1).amax(dim=1)
+
+
+def check_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"no model file {path}; pass the model.onnx that tools/export.py wrote")
+
+
+class OnnxScorer(ExportedScorer):
+    """An exported model run by onnxruntime (on CUDA where the device is and onnxruntime has it)."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         try:
@@ -193,8 +235,7 @@ class OnnxScorer:
             raise UserError(f"--model {path}: running an ONNX model needs onnxruntime: pip install onnxruntime") \
                 from None
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"no model file {path}; pass the model.onnx that tools/export.py wrote")
+        check_file(path)
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -202,30 +243,16 @@ class OnnxScorer:
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as e:
             raise load_error(path, e, onnxruntime.__version__) from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if props.get("format") != FORMAT:
-            raise UserError(f"{path} is not a semi-orthogonal model written by tools/export.py")
-        self.config: Config = config_from_state({"config": metadata_json(path, props, "config")}, path)
-        self.thresholds: dict[str, float] = metadata_json(path, props, "thresholds")
-        self.meta: dict = metadata_json(path, props, "meta", {})
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.thresholds.values()):
-            raise UserError(f"{path}: its metadata 'thresholds' are not numbers; export it again with tools/export.py")
-        shape = self.session.get_inputs()[0].shape  # (batch, 3, H, W); the batch is a symbolic name
-        size = self.config.model_size  # a tiled model's graph takes tiles
-        if list(shape[2:]) != list(size):
-            raise UserError(f"{path}: its graph takes {' x '.join(map(str, shape[2:]))} images, its metadata says "
-                            f"{size[0]} x {size[1]}; export it again with tools/export.py")
+        super().__init__(path, self.session.get_modelmeta().custom_metadata_map, self.session.get_inputs()[0].shape)
 
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) -> score maps (B, H, W) and image scores (B,), as SemiOrthogonal.predict."""
-        c = self.config
-        if c.tile is None or c.stride is None:
-            array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-            maps, scores = self.session.run(["maps", "scores"], {"images": array})
-            return torch.from_numpy(maps), torch.from_numpy(scores)
-        # the tiles of a batch at most as many at a time as it has images, as SemiOrthogonal fits and scores
-        parts = [self.session.run(["tile_maps"], {"tiles": np.ascontiguousarray(chunk.numpy(), dtype=np.float32)})[0]
-                 for chunk in tile(images.detach().cpu().float(), c.tile, c.stride).split(images.shape[0])]
-        stitched = assemble(torch.from_numpy(np.concatenate(parts)), c)
-        return stitched, stitched.flatten(1).amax(dim=1)
+    def run(self, outputs: list[str], name: str, array: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(outputs, {name: array})
 
+
+def scorer(path: str | Path, device: torch.device | str = "cpu", runtime: str | None = None) -> ExportedScorer:
+    """The exported model at `path` run by `runtime`: onnxruntime (the default) or openvino (on the CPU)."""
+    if runtime == "openvino":
+        from openvino_model import OpenVinoScorer
+
+        return OpenVinoScorer(path)
+    return OnnxScorer(path, device)

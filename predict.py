@@ -12,7 +12,8 @@ has one row per image: path, image_score, is_anomalous (image score above the im
 anomalous_area (fraction of pixels in the mask); it is UTF-8, a name's bytes that are not UTF-8 are
 written as \\xNN, and a cell a spreadsheet would run as a formula (=, +, -, @) starts with a quote.
 Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
-(tools/export.py) runs the same graph with onnxruntime instead of torch (pip install -r requirements-export.txt).
+(tools/export.py) runs the same graph with onnxruntime instead of torch, `--runtime openvino` with OpenVINO
+on the CPU (pip install -r requirements-export.txt).
 
 --out is written whole or not at all: the files go into a hidden folder beside it, which replaces
 --out only once every file is complete, so a failed, killed or concurrent run leaves no partial
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
+                   help="what runs an ONNX --model (default onnxruntime); openvino runs on the CPU")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="memory budget for a model fitted in blocks (model.sums beside model.pt), scored block "
                         "by block within it (default: the memory available, less 1 GiB)")
@@ -80,6 +83,11 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers} must be at least 0")
+    if args.runtime is not None and Path(args.model).suffix.lower() != ".onnx":
+        raise UserError(f"--runtime {args.runtime} runs an ONNX model (tools/export.py); --model "
+                        f"{printable(args.model)} runs with torch: drop --runtime or pass the .onnx")
+    if args.runtime == "openvino" and args.device == "cuda":
+        raise UserError("--runtime openvino runs on the CPU: drop --device cuda, or use --runtime onnxruntime")
     if args.max_memory is not None:  # checked whatever the model, before it is read
         parse_bytes(args.max_memory)
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
@@ -147,13 +155,13 @@ def save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def load_model(path: str, device: torch.device) -> SemiOrthogonal:
-    """model.pt, or a model.onnx from tools/export.py run by onnxruntime (optional: imported only then). A
-    model fitted in blocks keeps its sums in their file, to be scored block by block."""
+def load_model(path: str, device: torch.device, runtime: str | None = None) -> SemiOrthogonal:
+    """model.pt, or a model.onnx from tools/export.py run by onnxruntime or OpenVINO (optional: imported only
+    then). A model fitted in blocks keeps its sums in their file, to be scored block by block."""
     if Path(path).suffix.lower() == ".onnx":
-        from onnx_model import OnnxScorer
+        from onnx_model import scorer
 
-        return OnnxScorer(path, device)  # config, thresholds and predict(), as SemiOrthogonal
+        return scorer(path, device, runtime)  # config, thresholds and predict(), as SemiOrthogonal
     return SemiOrthogonal.load(path, device, sums_in_memory=False)
 
 
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
-    model = load_model(args.model, device)
+    model = load_model(args.model, device, args.runtime)
     pixel_threshold = args.threshold if args.threshold is not None else model.thresholds.get("pixel")
     image_threshold = args.image_threshold if args.image_threshold is not None else model.thresholds.get("image")
     if pixel_threshold is None or image_threshold is None:

@@ -12,7 +12,7 @@ import torch
 
 from common import SettingError
 from models.distance import inverse_of_packed
-from models.postprocess import smooth, upsample
+from models.postprocess import axis_matrix, upsampling_matrix
 from models.semi_ortho import SemiOrthogonal
 
 
@@ -54,8 +54,18 @@ class ScoringGraph(DistanceGraph):
     """Input: (N, 3, H, W) images normalised as in training, H x W the model's input size. Output: score
     maps (N, H, W) and image scores (N,) = map maximum, as SemiOrthogonal.predict."""
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    def __init__(self, model: SemiOrthogonal):
+        super().__init__(model)
+        # models/postprocess.py's smooth, its matrices built here: built while the exporter traces, they would
+        # be fake tensors, and its cache would hand them to every later SemiOrthogonal.predict of the process
+        self.register_buffer("rows", axis_matrix(self.feature_size[0], self.size[0], self.sigma).float())
+        self.register_buffer("cols", axis_matrix(self.feature_size[1], self.size[1], self.sigma).float())
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = smooth(self.distances(images), self.size, self.sigma)
+        maps = self.rows @ self.distances(images) @ self.cols.t()
         return maps, maps.flatten(1).amax(dim=1)
 
 
@@ -64,5 +74,14 @@ class TileGraph(DistanceGraph):
     Output: each tile's distances upsampled to the tile (N, S_h, S_w), bilinear and unblurred:
     models/tiles.py's `stitch` without its first step makes them SemiOrthogonal.predict's maps."""
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    def __init__(self, model: SemiOrthogonal):
+        super().__init__(model)
+        # models/postprocess.py's upsample, its matrices built here (ScoringGraph says why)
+        self.register_buffer("rows", upsampling_matrix(self.feature_size[0], self.size[0]).float())
+        self.register_buffer("cols", upsampling_matrix(self.feature_size[1], self.size[1]).float())
+
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return upsample(self.distances(tiles), self.size)
+        return self.rows @ self.distances(tiles) @ self.cols.t()

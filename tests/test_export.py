@@ -248,3 +248,16 @@ def test_a_model_fitted_in_blocks_is_refused_in_one_line(tmp_path, monkeypatch):
                                         r"positions .*; score it with predict.py, or fit shared tiles"):
         export_tool.main(["--model", str(model), "--out", str(tmp_path / "m.onnx")])
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_export_leaves_the_processs_torch_scoring_intact(tmp_path):
+    from models import postprocess
+
+    model = fitted_model(tmp_path / "model.pt", {})
+    batch = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    expected = model.predict(batch)[0]
+    for cached in (postprocess.axis_matrix, postprocess.upsampling_matrix, postprocess.blur_matrix):
+        cached.cache_clear()  # the export is then the first to ask for the smoothing matrices
+    export_tool.main(["--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "model.onnx")])
+    maps = model.predict(batch)[0]  # a fake tensor, once, when the exporter's tracing filled the cache
+    assert type(maps) is torch.Tensor and torch.equal(maps, expected)

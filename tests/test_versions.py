@@ -1,5 +1,5 @@
 """The declared versions: every lower bound pinned in requirements-floor.txt (which .ci/run installs and
-tests), one source for the ONNX floors, and the messages for a torch or onnxruntime below them."""
+tests), one source for the ONNX and OpenVINO floors, and the messages for a torch or onnxruntime below them."""
 from __future__ import annotations
 
 import importlib
@@ -13,6 +13,7 @@ import pytest
 
 import metrics
 import onnx_model
+import openvino_model
 from common import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_floor_file_pins_each_declared_lower_bound(floors, declaring):
 def test_one_source_for_the_export_requirements_and_no_install_of_the_package():
     dev = requirement_lines("requirements-dev.txt")
     assert "-r requirements.txt" in dev and "-r requirements-export.txt" in dev
-    assert not {"onnx", "onnxscript", "onnxruntime"} & set(parsed("requirements-dev.txt", BOUND))
+    assert not {"onnx", "onnxscript", "onnxruntime", "openvino"} & set(parsed("requirements-dev.txt", BOUND))
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert "optional-dependencies" not in pyproject  # `pip install .[export]` cannot work in a flat layout
     python = re.search(r'^requires-python = ">=(\d+)\.(\d+)"$', pyproject, re.MULTILINE)
@@ -72,6 +73,7 @@ def test_one_source_for_the_export_requirements_and_no_install_of_the_package():
     export = parsed("requirements-export.txt", BOUND)
     assert release(export["torch"])[:2] == onnx_model.TORCH_FLOOR
     assert release(export["onnxruntime"])[:2] == onnx_model.ONNXRUNTIME_FLOOR
+    assert release(export["openvino"])[:2] == openvino_model.OPENVINO_FLOOR
 
 
 def test_aupro_without_np_trapezoid_as_on_numpy_1():

@@ -10,8 +10,9 @@ the config and the normalisation as JSON. Weights beyond the 2 GB protobuf limit
 go to <out>.data beside the file (ONNX external data). Both are written into a staging folder beside
 <out> and renamed into place once complete: a failed, interrupted or killed export leaves the previous
 files, and the next export removes what a killed one left. `predict.py --model <out>` runs it with
-onnxruntime. A tiled model (--tile) exports as tiles (N, 3, S, S) -> `tile_maps` (N, S, S), each tile's
-upsampled distances; the metadata 'tiling' says how to average and smooth them (onnx_model.OnnxScorer does).
+onnxruntime (`--runtime openvino`: OpenVINO). A tiled model (--tile) exports as tiles (N, 3, S, S) ->
+`tile_maps` (N, S, S), each tile's upsampled distances; the metadata 'tiling' says how to average and smooth
+them (onnx_model.ExportedScorer does).
 Needs `pip install -r requirements-export.txt`.
 """
 from __future__ import annotations
