@@ -25,44 +25,30 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
-from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
-from datasets.batch import Item, loader
-from datasets.listing import glob_files
-from datasets.transforms import covered_box, pipeline_of
+from datasets.base import Sample, read_image
+from datasets.batch import loader
 from models import SemiOrthogonal
-from models.blocks import BlockedStats
 from pipeline import outputs, progress
 from pipeline.blocked import predict_batches
-from pipeline.estimate import (
-    block_rows,
-    blocked_estimate,
-    check_room,
-    default_budget,
-    embedding_bytes,
-    parse_bytes,
-    resident_bytes,
-    shown,
-)
+from pipeline.estimate import parse_bytes
 from pipeline.predict_files import (
     CSV_NAME,
     check_names,
     claim,
-    in_out_folder,
     output_folder,
     output_names,
     output_paths,
     write_csv,
 )
+from pipeline.predict_images import PredictDataset, check_pipeline, find_images, rows_per_block, to_original_size
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,52 +82,6 @@ def check_flags(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {value} must be a finite number of at least 0 (a score is a distance)")
 
 
-def find_images(spec: str, out: Path | None = None) -> list[Path]:
-    """The images of --input, none from --out (a run's own heat maps are not inputs of the next)."""
-    path = Path(spec)
-    if out is not None and in_out_folder(Path(os.path.realpath(path)), Path(os.path.realpath(out))):
-        raise UserError(f"--input {printable(spec)} is inside --out {printable(out)}, which the run replaces; "
-                        "pass an --out outside the inputs")
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file():
-        found = [path]
-    else:
-        found = glob_files(spec)  # glob.glob's matches, without looping through a link to a parent folder
-    if out is not None:
-        real_out = Path(os.path.realpath(out))
-        found = [p for p in found if not in_out_folder(Path(os.path.realpath(p)), real_out)]
-    if not found:
-        raise UserError(f"--input {printable(spec)}: no image files found")
-    return found
-
-
-class PredictDataset(ImageDataset):
-    """ImageDataset that reports an unreadable file instead of stopping the run."""
-
-    def __getitem__(self, index: int) -> Item:
-        try:
-            item = super().__getitem__(index)
-        except UserError as error:
-            item = Item(image=torch.zeros(3, *self.output_size), mask=torch.zeros(self.output_size, dtype=torch.uint8),
-                        label=0, index=index, error=str(error))
-        return item
-
-
-def to_original_size(score_map: np.ndarray, model: SemiOrthogonal, size: tuple[int, int]) -> np.ndarray:
-    """Maps an input-size score map back onto the original (H, W); outside a centre crop (and, under the
-    paper's MVTec AD pipeline, outside the centre square of a non-square image) scores are 0."""
-    config = model.config
-    top, left, h, w = center_crop_box(config.image_size, config.crop)
-    full = np.zeros(config.image_size, dtype=np.float32)
-    full[top:top + h, left:left + w] = score_map
-    top, left, h, w = covered_box(model.meta.get("dataset", ""), config.protocol, size)
-    resized = F.interpolate(torch.from_numpy(full)[None, None], size=(h, w), mode="bilinear", align_corners=False)
-    original = np.zeros(size, dtype=np.float32)
-    original[top:top + h, left:left + w] = resized[0, 0].numpy()
-    return original
-
-
 def colour(score_map: np.ndarray, low: float, high: float) -> np.ndarray:
     import matplotlib
 
@@ -165,29 +105,6 @@ def load_model(path: str, device: torch.device) -> SemiOrthogonal:
     return SemiOrthogonal.load(path, device, sums_in_memory=False)
 
 
-def rows_per_block(model: SemiOrthogonal, images: int, args: argparse.Namespace) -> int | None:
-    """A model fitted in blocks: the most feature-map rows per block that fit --max-memory; None otherwise."""
-    if not isinstance(getattr(model, "stats", None), BlockedStats):  # an ONNX model has none
-        return None
-    budget = parse_bytes(args.max_memory) if args.max_memory is not None else default_budget()
-    baseline = resident_bytes()
-    rows = block_rows(model.config, budget, lambda r: blocked_estimate(model.config, r, 0, images, args.batch_size,
-                                                                       args.workers, False, baseline))
-    if rows is None:
-        raise UserError(f"{args.model} needs more than {shown(budget)} even in blocks of one feature-map row; "
-                        "raise --max-memory or lower --batch-size")
-    check_room(Path(args.out), embedding_bytes(model.config, images), "scoring", "embeddings", "--out")
-    return rows
-
-
-def check_pipeline(model: SemiOrthogonal, path: str | Path) -> None:
-    """A --protocol paper model decodes new images by its dataset's pipeline: without one it cannot score."""
-    dataset_name = model.meta.get("dataset", "")
-    if model.config.protocol == "paper" and pipeline_of(dataset_name) is None:
-        raise UserError(f"{path} was fitted with --protocol paper but names no paper dataset "
-                        f"({dataset_name or 'none'}); refit it with train.py")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_flags(args)
@@ -204,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     check_pipeline(model, args.model)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
-    block = rows_per_block(model, len(paths), args)
+    block = rows_per_block(model, len(paths), args.model, out,
+                           parse_bytes(args.max_memory) if args.max_memory is not None else None,
+                           args.batch_size, args.workers)
     claim(out, args.overwrite)  # before any image is decoded or any file written
     staging = None
     try:

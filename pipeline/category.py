@@ -18,10 +18,11 @@ import results
 from common import UserError
 from datasets.base import SegmentedLoader
 from datasets.batch import Batch
-from models import SemiOrthogonal, calibrate
+from models import SemiOrthogonal
 from models.backbone import build_extractor
 from models.distributed import all_reduce_stats
 from pipeline import outputs, progress
+from pipeline.calibrate import apply, calibrate_validation
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
@@ -131,13 +132,13 @@ def fit_and_score(options: RunOptions, plan: Plan, data: SegmentedLoader, device
         flush=True)
 
     t = time.perf_counter()
-    thresholds = {}
     validation = score(model, progress.track(data.next_segment(), f"{plan.category} validation", len(plan.val)))
     if validation is not None:
-        thresholds = calibrate(validation.maps, validation.image_scores, options.val_fpr)
+        thresholds = calibrate_validation(model, validation.maps, validation.image_scores, plan.val, options.alpha,
+                                          options.val_fpr, plan.category)
     else:
         warn_no_validation(plan.category)
-    model.thresholds = thresholds
+        thresholds = apply(model, None, [], "train.py")
     seconds["calibrate"] = time.perf_counter() - t
     say(f"{plan.category}: calibrate on {0 if validation is None else len(validation)} images in "
         f"{seconds['calibrate']:.2f} s", flush=True)
