@@ -1,4 +1,4 @@
-"""Run a fitted model on new images: heat maps, overlays, binary masks and predictions.csv.
+"""Run a fitted model on new images: heat maps, overlays, masks, predictions.csv and regions.jsonl.
 
     python predict.py --model runs/exp/mvtecad/carpet/model.pt --input new_images/ --out predictions/
 
@@ -7,10 +7,17 @@ original size, where <name> is the image's path relative to --input (or to the g
 without its suffix, so sub/a.png gives sub/a_heatmap.png; images that would share a name (a.png and
 a.jpg) keep their suffix (a.png_heatmap.png), and a last tie gets ~2, ~3. A name too long for the
 file system stops the run before any image is decoded. The mask marks pixels scoring above the pixel
-threshold calibrated on the normal validation images at fit time (or --threshold). predictions.csv
-has one row per image: path, image_score, is_anomalous (image score above the image threshold),
-anomalous_area (fraction of pixels in the mask); it is UTF-8, a name's bytes that are not UTF-8 are
-written as \\xNN, and a cell a spreadsheet would run as a formula (=, +, -, @) starts with a quote.
+threshold calibrated on normal images (train.py's validation images, or tools/recalibrate.py's; or
+--threshold); the overlay boxes each region on the image, with a colour bar (thresholds marked) to its
+right and the score, verdict and p-value below.
+predictions.csv has one row per image: path, image_score, is_anomalous (image score above the image
+threshold), anomalous_area (fraction of pixels in the mask), p_value (its conformal p-value against the
+calibration images' scores: (1 + #{s_i >= s}) / (n + 1); empty for a model without them) and n_regions;
+it is UTF-8, a name's bytes that are not UTF-8 are written as \\xNN, and a cell a spreadsheet would run
+as a formula (=, +, -, @) starts with a quote. regions.jsonl has one JSON line per image: path,
+image_score, is_anomalous, p_value and its regions (8-connected, at the pixel threshold, at least
+--min-area pixels): box [left, top, right, bottom] in pixels of the original image (right and bottom
+exclusive), area in pixels, max and mean score.
 Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
 (tools/export.py) runs the same graph with onnxruntime instead of torch (pip install -r requirements-export.txt).
 
@@ -23,32 +30,28 @@ files predict.py does not write is never replaced. Files inside --out are never 
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
-from datasets.base import Sample, read_image
-from datasets.batch import loader
+from common import UserError, one_line, os_error_line, printable, run_cli
 from models import SemiOrthogonal
 from pipeline import outputs, progress
-from pipeline.blocked import predict_batches
 from pipeline.estimate import parse_bytes
 from pipeline.predict_files import (
     CSV_NAME,
+    REGIONS_NAME,
     check_names,
     claim,
     output_folder,
     output_names,
-    output_paths,
     write_csv,
+    write_regions,
 )
-from pipeline.predict_images import PredictDataset, check_pipeline, find_images, rows_per_block, to_original_size
+from pipeline.predict_images import check_pipeline, find_images, rows_per_block
+from pipeline.predict_score import Judge, Result, Skipped, judge_of, note_uncalibrated, score_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="memory budget for a model fitted in blocks (model.sums beside model.pt), scored block "
                         "by block within it (default: the memory available, less 1 GiB)")
+    p.add_argument("--min-area", type=int, default=1, metavar="PIXELS",
+                   help="regions smaller than this (pixels of the original image) are left out of regions.jsonl, "
+                        "n_regions and the overlay's boxes (default 1: every region)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds predictions")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p.parse_args(argv)
@@ -74,25 +80,14 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers} must be at least 0")
+    if args.min_area < 1:
+        raise UserError(f"--min-area {args.min_area} must be at least 1 (pixels)")
     if args.max_memory is not None:  # checked whatever the model, before it is read
         parse_bytes(args.max_memory)
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         # scores are distances: NaN or infinity would flag nothing (or everything) and flatten the colours
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} {value} must be a finite number of at least 0 (a score is a distance)")
-
-
-def colour(score_map: np.ndarray, low: float, high: float) -> np.ndarray:
-    import matplotlib
-
-    normalised = np.clip((score_map - low) / max(high - low, 1e-12), 0, 1)
-    return (matplotlib.colormaps["jet"](normalised)[..., :3] * 255).astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 def load_model(path: str, device: torch.device) -> SemiOrthogonal:
@@ -113,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
     model = load_model(args.model, device)
-    pixel_threshold = args.threshold if args.threshold is not None else model.thresholds.get("pixel")
-    image_threshold = args.image_threshold if args.image_threshold is not None else model.thresholds.get("image")
-    if pixel_threshold is None or image_threshold is None:
-        raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
-                        "pass --threshold and --image-threshold")
+    judge = judge_of(model, args.model, args.threshold, args.image_threshold, args.min_area)
     check_pipeline(model, args.model)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
@@ -129,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         staging = outputs.stage(out)
         check_names(staging, names, paths)
-        rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args,
-                                     block)
-        write_csv(staging / CSV_NAME, rows)
+        results, failures = score_all(model, paths, names, staging, judge, args, block)
+        write_csv(staging / CSV_NAME, [r.row() for r in results])
+        write_regions(staging / REGIONS_NAME, [r.line() for r in results])
         outputs.commit(staging, out, args.overwrite, elsewhere="another --out", owned=None)
     except OSError as error:
         outputs.discard(staging)
@@ -142,50 +133,30 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         outputs.discard(staging)
         raise
-    flagged = sum(r["is_anomalous"] for r in rows)
-    print(f"{len(rows)} images scored, {flagged} anomalous; {failures} unreadable; "
+    note_uncalibrated(judge, args.model)  # after the run: a failure stays one line
+    flagged = sum(r.flagged for r in results)
+    print(f"{len(results)} images scored, {flagged} anomalous; {failures} unreadable; "
           f"results: {printable(out / CSV_NAME)}")
     return 1 if failures else 0
 
 
-def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: list[str],
-               thresholds: tuple[float, float], args: argparse.Namespace, block: int | None = None
-               ) -> tuple[list[dict], int]:
-    """Scores every image, writing its three PNGs into `folder`; (CSV rows, unreadable files). `block`: a
-    model fitted in blocks is scored in blocks of that many feature-map rows."""
-    pixel_threshold, image_threshold = thresholds
-    dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
-                             model.config.protocol, model.meta.get("dataset", ""))  # as the model was fitted
-    data = loader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    # the colour scale puts the pixel threshold in the middle, anchored at the normal median
-    low = model.thresholds.get("val_pixel_median", 0.0)
-    high = 2 * pixel_threshold - low
-    rows, failures = [], 0
+def score_all(model: SemiOrthogonal, paths: list[Path], names: list[str], folder: Path, judge: Judge,
+              args: argparse.Namespace, block: int | None) -> tuple[list[Result], int]:
+    """Every image scored into `folder`, with a progress bar; (results, unreadable files)."""
     from tqdm import tqdm
 
+    results, failures = [], 0
     with tqdm(total=len(paths), unit="img", disable=not progress.wanted(args.quiet), file=sys.stderr) as bar:
-        for batch, maps, scores in predict_batches(model, data, folder, block):
-            for i, index in enumerate(batch.index.tolist()):
-                bar.update(1)
-                path = paths[index]
-                if batch.error[i]:
-                    failures += 1
-                    print(f"skipped: {one_line(UserError(batch.error[i]))}", file=sys.stderr)
-                    continue
-                original = read_image(path)
-                score_map = to_original_size(maps[i].float().cpu().numpy(), model, (original.height, original.width))
-                mask = score_map > pixel_threshold
-                heat = colour(score_map, low, high)
-                overlay = (0.55 * np.asarray(original) + 0.45 * heat).astype(np.uint8)
-                files = output_paths(folder, names[index])
-                save_png(heat, files["heatmap"])
-                save_png(overlay, files["overlay"])
-                save_png(mask.astype(np.uint8) * 255, files["mask"])
-                score_value = float(scores[i])
-                rows.append({"path": str(path), "image_score": f"{score_value:.6f}",
-                             "is_anomalous": int(score_value > image_threshold),
-                             "anomalous_area": f"{mask.mean():.6f}"})
-    return rows, failures
+        for item in score_images(model, paths, names, folder, judge, args.batch_size, args.workers, block):
+            bar.update(1)
+            if isinstance(item, Skipped):
+                failures += 1
+                print(f"skipped: {one_line(UserError(item.error))}", file=sys.stderr)
+            else:
+                results.append(item)
+    return results, failures
+
+
 
 
 if __name__ == "__main__":

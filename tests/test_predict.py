@@ -78,8 +78,10 @@ def test_predict_on_a_folder(fitted, tmp_path):
     rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out / "predictions.csv"))}
     assert set(rows) == {"rgb.png", "gray.png", "wide.jpg"}
     for name, size in [("rgb", (64, 64)), ("gray", (64, 64)), ("wide", (90, 50))]:
-        for kind in ("heatmap", "overlay", "mask"):
+        for kind in ("heatmap", "mask"):
             assert Image.open(out / f"{name}_{kind}.png").size == size
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))  # the image, a colour bar and a caption
+        assert overlay.shape[0] > size[1] and overlay.shape[1] > size[0]
         mask = np.asarray(Image.open(out / f"{name}_mask.png"))
         assert float(rows[f"{name}.png" if name != "wide" else "wide.jpg"]["anomalous_area"]) == pytest.approx(
             (mask > 0).mean(), abs=1e-6)
