@@ -199,7 +199,7 @@ def test_predict_never_writes_over_an_existing_file(tiny_model, tmp_path):
     assert (out / "b_overlay.png").read_bytes() == b"the user's own file"
     result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out), "--overwrite")
     assert result.returncode == 0, result.stderr
-    assert Image.open(out / "b_overlay.png").size == (64, 64)
+    assert Image.open(out / "b_heatmap.png").size == (64, 64) and Image.open(out / "b_overlay.png").size > (64, 64)
 
 
 @pytest.mark.parametrize("flag, value", [("--out", "FILE"), ("--batch-size", "0"), ("--workers", "-1")])
