@@ -17,7 +17,10 @@ it is UTF-8, a name's bytes that are not UTF-8 are written as \\xNN, and a cell 
 as a formula (=, +, -, @) starts with a quote. regions.jsonl has one JSON line per image: path,
 image_score, is_anomalous, p_value and its regions (8-connected, at the pixel threshold, at least
 --min-area pixels): box [left, top, right, bottom] in pixels of the original image (right and bottom
-exclusive), area in pixels, max and mean score.
+exclusive), area in pixels, max and mean score. summary.json compares the run with what the calibration
+promises (pipeline/drift.py): the fraction flagged against the false-alarm rate of normal parts, and the
+uniformity of the unflagged images' p-values; a drift warning says when the line no longer looks like the
+calibration (a lighting change, a new camera, or many defects).
 Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
 (tools/export.py) runs the same graph with onnxruntime instead of torch (pip install -r requirements-export.txt).
 
@@ -36,13 +39,14 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, one_line, os_error_line, printable, run_cli
+from common import UserError, one_line, os_error_line, printable, run_cli, write_json
 from models import SemiOrthogonal
 from pipeline import outputs, progress
 from pipeline.estimate import parse_bytes
 from pipeline.predict_files import (
     CSV_NAME,
     REGIONS_NAME,
+    SUMMARY_NAME,
     check_names,
     claim,
     output_folder,
@@ -51,7 +55,7 @@ from pipeline.predict_files import (
     write_regions,
 )
 from pipeline.predict_images import check_pipeline, find_images, rows_per_block
-from pipeline.predict_score import Judge, Result, Skipped, judge_of, note_uncalibrated, score_images
+from pipeline.predict_score import Judge, Result, Skipped, judge_of, note_uncalibrated, run_summary, score_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         results, failures = score_all(model, paths, names, staging, judge, args, block)
         write_csv(staging / CSV_NAME, [r.row() for r in results])
         write_regions(staging / REGIONS_NAME, [r.line() for r in results])
+        found = run_summary(results, failures, judge, model)
+        write_json(staging / SUMMARY_NAME, found)
         outputs.commit(staging, out, args.overwrite, elsewhere="another --out", owned=None)
     except OSError as error:
         outputs.discard(staging)
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.discard(staging)
         raise
     note_uncalibrated(judge, args.model)  # after the run: a failure stays one line
+    if found["warning"]:
+        print(f"warning: {found['warning']} (summary.json)", file=sys.stderr)
     flagged = sum(r.flagged for r in results)
     print(f"{len(results)} images scored, {flagged} anomalous; {failures} unreadable; "
           f"results: {printable(out / CSV_NAME)}")

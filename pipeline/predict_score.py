@@ -15,6 +15,7 @@ from datasets.base import Sample, read_image
 from datasets.batch import loader
 from models import SemiOrthogonal
 from models.calibration import p_values
+from pipeline import drift
 from pipeline.blocked import predict_batches
 from pipeline.calibrate import calibration_scores
 from pipeline.predict_draw import Scale, colour, overlay, save_png
@@ -83,6 +84,14 @@ class Skipped:
     """An image that could not be read: reported, not scored."""
     path: Path
     error: str
+
+
+def run_summary(results: list[Result], skipped: int, judge: Judge, model: SemiOrthogonal) -> dict:
+    """summary.json: the run's verdicts against what the calibration promises (pipeline/drift.py)."""
+    found = drift.summary(np.array([r.score for r in results]), judge.image, judge.calibration,
+                          getattr(model, "calibration", {}))
+    return {**found, "pixel_threshold": judge.pixel, "skipped": skipped,
+            "regions": sum(len(r.regions) for r in results), "min_area": judge.min_area}
 
 
 def caption(result: Result, judge: Judge) -> str:

@@ -88,7 +88,7 @@ def test_a_run_that_lost_its_out_to_another_is_refused(tiny_model, tmp_path, mon
         predict.main(["--model", str(tiny_model), "--input", str(tmp_path / "first"), "--out", str(out)])
     assert nested == ["started", 0]
     assert sorted(files(out)) == ["c_heatmap.png", "c_mask.png", "c_overlay.png", "predictions.csv",
-                                 "regions.jsonl"]
+                                 "regions.jsonl", "summary.json"]
     assert [Path(r["path"]).name for r in csv.DictReader(open(out / "predictions.csv"))] == ["c.png"]
     assert hidden(tmp_path) == []
 
@@ -113,7 +113,7 @@ def test_a_killed_run_leaves_nothing_and_the_next_run_cleans_up(tiny_model, tmp_
     assert predict.main(rerun) == 0  # no --overwrite needed: nothing of the killed run counts as results
     assert hidden(work) == []
     assert sorted(files(work / "out")) == ["00_heatmap.png", "00_mask.png", "00_overlay.png",
-                                                 "predictions.csv", "regions.jsonl"]
+                                                 "predictions.csv", "regions.jsonl", "summary.json"]
 
 
 # item 5: --out inside --input: a run's own heat maps are never inputs of the next
