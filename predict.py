@@ -29,6 +29,14 @@ Unreadable files are reported and skipped; the exit code is then 1. `--model mod
 outputs (a killed run's leftovers are removed by the next run) and of two runs into one --out the
 second is refused. An --out with earlier predictions is replaced only with --overwrite; one holding
 files predict.py does not write is never replaced. Files inside --out are never read as inputs.
+
+--watch DIR instead of --input scores images as they arrive in DIR (a file renamed into place at once,
+one written in place once its size is stable for --settle seconds) until Ctrl-C or SIGTERM, and --out is
+appended to, image by image, instead of written whole: each image's files, then its regions line, then
+its row, each line whole and fsync'ed, so a kill loses at most the image being written and a restart
+scores it again and no other (an image is known by its path; names keep their suffix, sub/a.png gives
+sub/a.png_heatmap.png). A bad file is reported and skipped. summary.json covers the --drift-window most
+recent images. A throughput line ends the run (and comes every 10 s on stderr while images arrive).
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ import torch
 
 from common import UserError, one_line, os_error_line, printable, run_cli, write_json
 from models import SemiOrthogonal
+from models.blocks import BlockedStats
 from pipeline import outputs, progress
 from pipeline.estimate import parse_bytes
 from pipeline.predict_files import (
@@ -56,13 +65,16 @@ from pipeline.predict_files import (
 )
 from pipeline.predict_images import check_pipeline, find_images, rows_per_block
 from pipeline.predict_score import Judge, Result, Skipped, judge_of, note_uncalibrated, run_summary, score_images
+from pipeline.predict_watch import watch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model.pt written by train.py, or its ONNX export (.onnx)")
-    p.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
-    p.add_argument("--out", required=True, help="output folder, written whole (see above)")
+    p.add_argument("--input", default=None, help="an image, a folder (searched recursively) or a quoted glob")
+    p.add_argument("--watch", default=None, metavar="DIR",
+                   help="instead of --input: score images as they arrive in DIR until Ctrl-C or SIGTERM (see above)")
+    p.add_argument("--out", required=True, help="output folder, written whole (see above; --watch: appended to)")
     p.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the calibrated one)")
     p.add_argument("--image-threshold", type=float, default=None, help="image threshold (default: calibrated)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -74,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-area", type=int, default=1, metavar="PIXELS",
                    help="regions smaller than this (pixels of the original image) are left out of regions.jsonl, "
                         "n_regions and the overlay's boxes (default 1: every region)")
+    p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                   help="--watch: a file not renamed into place is taken once its size is stable this long (default 1)")
+    p.add_argument("--poll", type=float, default=0.25, metavar="SECONDS", help="--watch: time between looks (0.25)")
+    p.add_argument("--drift-window", type=int, default=500, metavar="N",
+                   help="--watch: summary.json's drift check over the N most recent images (default 500)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds predictions")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p.parse_args(argv)
@@ -86,6 +103,13 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--workers {args.workers} must be at least 0")
     if args.min_area < 1:
         raise UserError(f"--min-area {args.min_area} must be at least 1 (pixels)")
+    if (args.input is None) == (args.watch is None):
+        raise UserError("pass --input (images to score now) or --watch (a folder to score as images arrive)")
+    for flag, value in (("--settle", args.settle), ("--poll", args.poll)):
+        if not (math.isfinite(value) and 0 <= value <= 3600):
+            raise UserError(f"{flag} {value} must be between 0 and 3600 seconds")
+    if args.drift_window < 1:
+        raise UserError(f"--drift-window {args.drift_window} must be at least 1")
     if args.max_memory is not None:  # checked whatever the model, before it is read
         parse_bytes(args.max_memory)
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
@@ -114,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, device)
     judge = judge_of(model, args.model, args.threshold, args.image_threshold, args.min_area)
     check_pipeline(model, args.model)
+    if args.watch is not None:
+        if isinstance(getattr(model, "stats", None), BlockedStats):
+            raise UserError(f"{args.model} was fitted in blocks: --watch would read all of its sums for every "
+                            "image; score it with --input")
+        return watch(model, args.model, judge, Path(args.watch), out, args.settle, args.poll, args.drift_window,
+                     args.batch_size, args.workers)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
     block = rows_per_block(model, len(paths), args.model, out,
