@@ -24,7 +24,7 @@ from models import SemiOrthogonal
 from pipeline import drift
 from pipeline.predict_files import SUMMARY_NAME, check_names, in_out_folder
 from pipeline.predict_ledger import Ledger, key_of
-from pipeline.predict_score import Judge, Skipped, score_images
+from pipeline.predict_score import Judge, Skipped, note_uncalibrated, score_images
 
 PARTIAL = (".tmp", ".part", ".partial", ".crdownload", "~")
 REPORT_EVERY = 10.0  # seconds between throughput lines while images arrive
@@ -113,6 +113,7 @@ def watch(model: SemiOrthogonal, model_path: str, judge: Judge, folder: Path, ou
     start, scored, skipped, busy, last_report, warned = time.monotonic(), 0, 0, 0.0, time.monotonic(), False
     print(f"watching {printable(folder)} ({len(ledger.done)} images already in {printable(out)}); Ctrl-C ends it",
           file=sys.stderr)
+    note_uncalibrated(judge, model_path)
     try:
         with Stop() as stop:
             while not stop.asked:

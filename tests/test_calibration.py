@@ -182,3 +182,16 @@ def test_model_files_with_and_without_a_calibration(data, tmp_path):
     torch.save(state, tmp_path / "damaged.pt")
     with pytest.raises(UserError, match="calibration scores is not 4 scores; the file is damaged"):
         read_model_file(tmp_path / "damaged.pt")
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2, 0.3])
+def test_flagged_exactly_when_the_p_value_is_at_most_alpha(alpha):
+    from fractions import Fraction
+
+    rng = np.random.default_rng(5)
+    for n in (19, 20, 33, 60):
+        scores = rng.gamma(2.0, size=n).round(1)  # with ties
+        new = np.r_[rng.gamma(2.0, size=200).round(1), scores]
+        threshold = conformal_threshold(scores, alpha)
+        small = [Fraction(1 + int((scores >= s).sum()), n + 1) <= Fraction(repr(alpha)) for s in new]
+        assert list(new > threshold) == small

@@ -107,3 +107,18 @@ def test_predict_writes_regions_p_values_and_boxes(fitted, tmp_path):  # noqa: F
     kept = [json.loads(line) for line in (tmp_path / "big" / "regions.jsonl").read_text().splitlines()]
     for before, after in zip(lines, kept):
         assert after["regions"] == [r for r in before["regions"] if r["area"] > smallest]
+
+
+def test_line_report_counts_regions_touched_by_boxes():
+    from line_report import hits, random_splits
+
+    truth = np.zeros((20, 20), dtype=bool)
+    truth[2:4, 2:4] = True  # region 1
+    truth[10:12, 15:18] = True  # region 2
+    truth[18, 0] = truth[19, 1] = True  # region 3, diagonal: one region
+    boxes = [{"box": [3, 3, 6, 6]}, {"box": [0, 18, 1, 19]}, {"box": [8, 0, 12, 5]}]  # touches 1, 3; a stray box
+    assert hits(truth, boxes) == (3, 2, 1)
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=60)
+    mean, se = random_splits(pool, 19, 19, 3000, 0)  # the maximum of 19: 1 / 20 of new normal images flagged
+    assert abs(mean - 1 / 20) <= 3 * se
