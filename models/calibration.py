@@ -104,6 +104,7 @@ class Calibration:
     alpha: float | None = None  # conformal: the guarantee
     val_fpr: float | None = None  # empirical
     needed: int | None = None  # conformal without a finite threshold: the images alpha needs
+    rank: int | None = None  # conformal: r, the threshold is s_(r) (the stored float alpha may not give r back)
 
     @property
     def finite(self) -> bool:
@@ -141,6 +142,7 @@ def calibrate(val_maps: np.ndarray, val_scores: np.ndarray, alpha: float | None 
     a = Fraction(1, scores.size + 1) if alpha is None else exact(alpha)
     found.alpha = float(a)
     found.thresholds["alpha"] = float(a)
+    found.rank = conformal_rank(scores.size, a)
     image, pixel = conformal_threshold(scores, a), conformal_threshold(maxima, a)
     if image is None or pixel is None:
         found.needed = needed_images(a)

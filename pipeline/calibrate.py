@@ -1,7 +1,7 @@
 """A model's thresholds set from scored normal calibration images, and the record of that calibration
 stored in the model file: the one code train.py (its validation images) and tools/recalibrate.py run.
 
-The record (model.calibration) holds the rule, alpha (or val_fpr), n, the n calibration image scores
+The record (model.calibration) holds the rule, alpha and rank r (or val_fpr), n, the n calibration image scores
 and map maxima (p-values and recalibrations need them, n floats each), when, by what, and a digest of
 the calibration image files (pipeline/provenance.files_digest: paths, sizes, mtimes)."""
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pipeline.provenance import files_digest
 
 def record(found: Calibration, samples: list[Sample], source: str) -> dict:
     """model.calibration for a calibration on `samples` (the normal images and, for f1, the defective ones)."""
-    return {"rule": found.rule, "alpha": found.alpha, "val_fpr": found.val_fpr, "n": int(found.scores.size),
+    return {"rule": found.rule, "alpha": found.alpha, "rank": found.rank, "val_fpr": found.val_fpr,
+            "n": int(found.scores.size),
             "scores": torch.from_numpy(np.asarray(found.scores, dtype=np.float64)),
             "maxima": torch.from_numpy(np.asarray(found.maxima, dtype=np.float64)),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": source,
