@@ -108,6 +108,8 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--settle", args.settle), ("--poll", args.poll)):
         if not (math.isfinite(value) and 0 <= value <= 3600):
             raise UserError(f"{flag} {value} must be between 0 and 3600 seconds")
+    if args.watch is not None and not Path(args.watch).is_dir():
+        raise UserError(f"--watch {printable(args.watch)} is not a folder; pass the folder new images arrive in")
     if args.drift_window < 1:
         raise UserError(f"--drift-window {args.drift_window} must be at least 1")
     if args.max_memory is not None:  # checked whatever the model, before it is read
@@ -193,8 +195,6 @@ def score_all(model: SemiOrthogonal, paths: list[Path], names: list[str], folder
             else:
                 results.append(item)
     return results, failures
-
-
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class Arrivals:
             state = (info.st_size, info.st_mtime_ns)
             if self.bad.get(path) == state:
                 continue
+            self.bad.pop(path, None)  # changed since it was reported: tried again
             if self.changing.get(path, (None, 0.0))[0] != state:
                 self.changing[path] = (state, now)
             if info.st_ctime_ns > info.st_mtime_ns or now - self.changing[path][1] >= self.settle:

@@ -73,6 +73,8 @@ def test_watch_survives_a_kill_and_scores_each_image_once(tiny_model, tmp_path):
         wait_for(lambda: len(rows(out)) == 11, second)
         arrive(inputs, "sub/late.png", 11, renamed=True)
         wait_for(lambda: len(rows(out)) == 12, second)
+        arrive(inputs, "corrupt.png", 12, renamed=True)  # the bad file, rewritten whole: tried again
+        wait_for(lambda: len(rows(out)) == 13, second)
         second.send_signal(signal.SIGTERM)
         stdout, stderr = second.communicate(timeout=60)
     finally:
@@ -81,14 +83,14 @@ def test_watch_survives_a_kill_and_scores_each_image_once(tiny_model, tmp_path):
     assert second.returncode == 1, stderr  # the corrupt file was reported, not fatal
     assert "corrupt.png" in stderr and "watch: " in stdout and "images/s" in stdout
     names = sorted(Path(r["path"]).relative_to(inputs).as_posix() for r in rows(out))
-    assert names == sorted([f"{i:02d}.png" for i in range(11)] + ["sub/late.png"])  # each exactly once
+    assert names == sorted([f"{i:02d}.png" for i in range(11)] + ["corrupt.png", "sub/late.png"])  # each once
     lines = [json.loads(line) for line in (out / "regions.jsonl").read_text().splitlines()]
     assert sorted(Path(line["path"]).relative_to(inputs).as_posix() for line in lines) == names
     assert (out / "predictions.csv").read_text().endswith("\n")
     for name in names:
         assert (out / f"{name}_overlay.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 12 and summary["window"] == 500
+    assert summary["images"] == 13 and summary["window"] == 500
 
 
 def test_watch_refusals(tiny_model, tmp_path):  # noqa: F811
