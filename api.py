@@ -24,14 +24,15 @@ from PIL import Image
 from common import UserError
 from datasets.base import ImageDataset, Sample, read_image
 from datasets.batch import loader
-from models import Config, SemiOrthogonal, calibrate, default_k, feature_dim
+from models import Config, SemiOrthogonal, default_k, feature_dim
 from models.backbone import ALL_LAYERS, BACKBONES, build_extractor, check_layers, feature_size
 from models.embedding import APPROXIMATIONS
 from models.lowrank import check_feasible
+from pipeline.calibrate import calibrate_validation
 from pipeline.options import FLOAT_RANGES, RunOptions, seed_value
 from pipeline.plan import file_digests
+from pipeline.predict_images import check_pipeline, to_original_size
 from pipeline.shared_pass import score
-from predict import check_pipeline, to_original_size
 
 ImageSource = str | Path | Image.Image
 
@@ -90,13 +91,14 @@ def fit(train_images: Sequence[str | Path], *, backbone: str = RunOptions.backbo
         image_size: int | tuple[int, int] = Config.image_size, crop: int | tuple[int, int] | None = Config.crop,
         eps: float = Config.eps, unbiased: bool = Config.unbiased, seed: int = Config.seed,
         layers: tuple[int, ...] = ALL_LAYERS, val_images: Sequence[str | Path] | None = None,
-        val_fpr: float = RunOptions.val_fpr, device: str | torch.device = "cpu", batch_size: int = 8,
-        workers: int = 0) -> Model:
+        alpha: float | None = RunOptions.alpha, val_fpr: float | None = RunOptions.val_fpr,
+        device: str | torch.device = "cpu", batch_size: int = 8, workers: int = 0) -> Model:
     """Fits a model on defect-free images, as train.py fits one (same defaults and `--protocol standard`
     decoding), streaming `batch_size` images at a time: memory does not grow with the number of images.
 
     Thresholds: with `val_images` (defect-free, not among the training images) they are calibrated as
-    train.py calibrates on its held-out images, at `val_fpr` (models/calibration.py). Without them the
+    train.py calibrates on its held-out images: a new normal image is flagged with probability at most
+    `alpha` (default 1 / (n + 1)), or with `val_fpr` the former rule (models/calibration.py). Without them the
     model has none: predict() then gives scores but no is_anomalous or mask, and predict.py needs
     --threshold and --image-threshold. train.py holds out every 10th image: `val_images=paths[9::10]`
     with the others as `train_images` does the same. `k` None: train.py's default (300 for WRN-50-2,
@@ -107,7 +109,11 @@ def fit(train_images: Sequence[str | Path], *, backbone: str = RunOptions.backbo
         raise UserError("train_images is empty; pass at least one defect-free image path")
     config = _config(backbone, k, approx, _pair(image_size, "image_size"), _pair(crop, "crop"), eps, unbiased,
                      seed, layers)
-    _check_range("val_fpr", val_fpr)
+    for name, value in (("alpha", alpha), ("val_fpr", val_fpr)):
+        if value is not None:
+            _check_range(name, value)
+    if alpha is not None and val_fpr is not None:
+        raise UserError("alpha and val_fpr are two rules for the same thresholds; pass one")
     if batch_size < 1 or workers < 0:
         raise UserError(f"batch_size {batch_size} must be at least 1 and workers {workers} at least 0")
     fitted = file_digests([Sample(p) for p in train])  # also: a missing training image, named, before any decoding
@@ -122,7 +128,8 @@ def fit(train_images: Sequence[str | Path], *, backbone: str = RunOptions.backbo
     core.finalize()  # the sums stay: save() writes them
     if val:
         validation = score(core, _batches(val, config, batch_size, workers))
-        core.thresholds = calibrate(validation.maps, validation.image_scores, val_fpr)
+        calibrate_validation(core, validation.maps, validation.image_scores, [Sample(p) for p in val], alpha, val_fpr,
+                             "val_images")
     return Model(core)
 
 

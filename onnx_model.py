@@ -4,7 +4,8 @@ The graph takes `images` (N, 3, H, W), float32, normalised as in training (RGB i
 ImageNet mean, divided by its std; H x W the model's input size) and returns `maps` (N, H, W), the
 smoothed score maps at input size, and `scores` (N,), their maxima. The batch size is dynamic. The
 metadata (string key -> JSON) holds what a plain runtime needs beside the graph: the calibrated
-thresholds, the config, the normalisation. A tiled model's graph (--tile) takes `tiles` (N, 3, S, S) of such
+thresholds and their calibration (its images' scores give p-values), the config, the normalisation.
+A tiled model's graph (--tile) takes `tiles` (N, 3, S, S) of such
 images and returns `tile_maps` (N, S, S), each tile's distances upsampled, unblurred; its metadata 'tiling'
 says how a runtime puts them back together (ExportedScorer does, for onnxruntime here and OpenVINO in
 openvino_model.py). onnx/onnxruntime/openvino are imported only where used, so the rest of the project runs
@@ -47,6 +48,9 @@ def metadata(model) -> dict[str, str]:
         "format": FORMAT,
         "config": json.dumps(config),
         "thresholds": json.dumps(dict(model.thresholds)),  # {} when fitted without validation images
+        # rule, alpha, n and the n calibration scores: predict.py's p-values; {} for a model without them
+        "calibration": json.dumps({key: value.tolist() if isinstance(value, torch.Tensor) else value
+                                   for key, value in getattr(model, "calibration", {}).items()}),
         "meta": json.dumps(dict(model.meta)),
         "normalisation": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "range": [0, 1],
                                      "channels": "RGB", "layout": "NCHW"}),
@@ -195,6 +199,9 @@ class ExportedScorer:
         self.config: Config = config_from_state({"config": metadata_json(path, props, "config")}, path)
         self.thresholds: dict[str, float] = metadata_json(path, props, "thresholds")
         self.meta: dict = metadata_json(path, props, "meta", {})
+        self.calibration: dict = metadata_json(path, props, "calibration", {})  # exports before it have none
+        if not all(isinstance(v, (int, float)) for v in self.calibration.get("scores", [])):
+            raise UserError(f"{path}: its metadata 'calibration' is damaged; export it again with tools/export.py")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.thresholds.values()):
             raise UserError(f"{path}: its metadata 'thresholds' are not numbers; export it again with tools/export.py")
         size = self.config.model_size  # (batch, 3, H, W), the batch symbolic; a tiled model's graph takes tiles

@@ -1,4 +1,4 @@
-"""Run a fitted model on new images: heat maps, overlays, binary masks and predictions.csv.
+"""Run a fitted model on new images: heat maps, overlays, masks, predictions.csv and regions.jsonl.
 
     python predict.py --model runs/exp/mvtecad/carpet/model.pt --input new_images/ --out predictions/
 
@@ -7,10 +7,20 @@ original size, where <name> is the image's path relative to --input (or to the g
 without its suffix, so sub/a.png gives sub/a_heatmap.png; images that would share a name (a.png and
 a.jpg) keep their suffix (a.png_heatmap.png), and a last tie gets ~2, ~3. A name too long for the
 file system stops the run before any image is decoded. The mask marks pixels scoring above the pixel
-threshold calibrated on the normal validation images at fit time (or --threshold). predictions.csv
-has one row per image: path, image_score, is_anomalous (image score above the image threshold),
-anomalous_area (fraction of pixels in the mask); it is UTF-8, a name's bytes that are not UTF-8 are
-written as \\xNN, and a cell a spreadsheet would run as a formula (=, +, -, @) starts with a quote.
+threshold calibrated on normal images (train.py's validation images, or tools/recalibrate.py's; or
+--threshold); the overlay boxes each region on the image, with a colour bar (thresholds marked) to its
+right and the score, verdict and p-value below.
+predictions.csv has one row per image: path, image_score, is_anomalous (image score above the image
+threshold), anomalous_area (fraction of pixels in the mask), p_value (its conformal p-value against the
+calibration images' scores: (1 + #{s_i >= s}) / (n + 1); empty for a model without them) and n_regions;
+it is UTF-8, a name's bytes that are not UTF-8 are written as \\xNN, and a cell a spreadsheet would run
+as a formula (=, +, -, @) starts with a quote. regions.jsonl has one JSON line per image: path,
+image_score, is_anomalous, p_value and its regions (8-connected, at the pixel threshold, at least
+--min-area pixels): box [left, top, right, bottom] in pixels of the original image (right and bottom
+exclusive), area in pixels, max and mean score. summary.json compares the run with what the calibration
+promises (pipeline/drift.py): the fraction flagged against the false-alarm rate of normal parts, and the
+uniformity of the unflagged images' p-values; a drift warning says when the line no longer looks like the
+calibration (a lighting change, a new camera, or many defects).
 Unreadable files are reported and skipped; the exit code is then 1. `--model model.onnx`
 (tools/export.py) runs the same graph with onnxruntime instead of torch, `--runtime openvino` with OpenVINO
 on the CPU (pip install -r requirements-export.txt).
@@ -20,49 +30,52 @@ on the CPU (pip install -r requirements-export.txt).
 outputs (a killed run's leftovers are removed by the next run) and of two runs into one --out the
 second is refused. An --out with earlier predictions is replaced only with --overwrite; one holding
 files predict.py does not write is never replaced. Files inside --out are never read as inputs.
+
+--watch DIR instead of --input scores images as they arrive in DIR (a file renamed into place at once,
+one written in place once its size is stable for --settle seconds) until Ctrl-C or SIGTERM, and --out is
+appended to, image by image, instead of written whole: each image's files, then its regions line, then
+its row, each line whole and fsync'ed, so a kill loses at most the image being written and a restart
+scores it again and no other (an image is known by its path; names keep their suffix, sub/a.png gives
+sub/a.png_heatmap.png). A bad file is reported and skipped. summary.json covers the --drift-window most
+recent images. A throughput line ends the run (and comes every 10 s on stderr while images arrive).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from common import UserError, atomic_write, one_line, os_error_line, printable, run_cli
-from datasets.base import IMAGE_SUFFIXES, ImageDataset, Sample, center_crop_box, read_image
-from datasets.batch import Item, loader
-from datasets.listing import glob_files
-from datasets.transforms import covered_box, pipeline_of
+from common import UserError, one_line, os_error_line, printable, run_cli, write_json
 from models import SemiOrthogonal
 from models.blocks import BlockedStats
 from pipeline import outputs, progress
-from pipeline.blocked import predict_batches
-from pipeline.budget import default_budget, parse_bytes, resident_bytes, shown
-from pipeline.estimate import block_rows, blocked_estimate, check_room, embedding_bytes
+from pipeline.budget import parse_bytes
 from pipeline.predict_files import (
     CSV_NAME,
+    REGIONS_NAME,
+    SUMMARY_NAME,
     check_names,
     claim,
-    in_out_folder,
     output_folder,
     output_names,
-    output_paths,
     write_csv,
+    write_regions,
 )
+from pipeline.predict_images import check_pipeline, find_images, rows_per_block
+from pipeline.predict_score import Judge, Result, Skipped, judge_of, note_uncalibrated, run_summary, score_images
+from pipeline.predict_watch import watch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model.pt written by train.py, or its ONNX export (.onnx)")
-    p.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
-    p.add_argument("--out", required=True, help="output folder, written whole (see above)")
+    p.add_argument("--input", default=None, help="an image, a folder (searched recursively) or a quoted glob")
+    p.add_argument("--watch", default=None, metavar="DIR",
+                   help="instead of --input: score images as they arrive in DIR until Ctrl-C or SIGTERM (see above)")
+    p.add_argument("--out", required=True, help="output folder, written whole (see above; --watch: appended to)")
     p.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the calibrated one)")
     p.add_argument("--image-threshold", type=float, default=None, help="image threshold (default: calibrated)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -73,6 +86,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="memory budget for a model fitted in blocks (model.sums beside model.pt), scored block "
                         "by block within it (default: the memory available, less 1 GiB)")
+    p.add_argument("--min-area", type=int, default=1, metavar="PIXELS",
+                   help="regions smaller than this (pixels of the original image) are left out of regions.jsonl, "
+                        "n_regions and the overlay's boxes (default 1: every region)")
+    p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                   help="--watch: a file not renamed into place is taken once its size is stable this long (default 1)")
+    p.add_argument("--poll", type=float, default=0.25, metavar="SECONDS", help="--watch: time between looks (0.25)")
+    p.add_argument("--drift-window", type=int, default=500, metavar="N",
+                   help="--watch: summary.json's drift check over the N most recent images (default 500)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds predictions")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     return p.parse_args(argv)
@@ -83,6 +104,17 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers} must be at least 0")
+    if args.min_area < 1:
+        raise UserError(f"--min-area {args.min_area} must be at least 1 (pixels)")
+    if (args.input is None) == (args.watch is None):
+        raise UserError("pass --input (images to score now) or --watch (a folder to score as images arrive)")
+    for flag, value in (("--settle", args.settle), ("--poll", args.poll)):
+        if not (math.isfinite(value) and 0 <= value <= 3600):
+            raise UserError(f"{flag} {value} must be between 0 and 3600 seconds")
+    if args.watch is not None and not Path(args.watch).is_dir():
+        raise UserError(f"--watch {printable(args.watch)} is not a folder; pass the folder new images arrive in")
+    if args.drift_window < 1:
+        raise UserError(f"--drift-window {args.drift_window} must be at least 1")
     if args.runtime is not None and Path(args.model).suffix.lower() != ".onnx":
         raise UserError(f"--runtime {args.runtime} runs an ONNX model (tools/export.py); --model "
                         f"{printable(args.model)} runs with torch: drop --runtime or pass the .onnx")
@@ -96,65 +128,6 @@ def check_flags(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {value} must be a finite number of at least 0 (a score is a distance)")
 
 
-def find_images(spec: str, out: Path | None = None) -> list[Path]:
-    """The images of --input, none from --out (a run's own heat maps are not inputs of the next)."""
-    path = Path(spec)
-    if out is not None and in_out_folder(Path(os.path.realpath(path)), Path(os.path.realpath(out))):
-        raise UserError(f"--input {printable(spec)} is inside --out {printable(out)}, which the run replaces; "
-                        "pass an --out outside the inputs")
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file():
-        found = [path]
-    else:
-        found = glob_files(spec)  # glob.glob's matches, without looping through a link to a parent folder
-    if out is not None:
-        real_out = Path(os.path.realpath(out))
-        found = [p for p in found if not in_out_folder(Path(os.path.realpath(p)), real_out)]
-    if not found:
-        raise UserError(f"--input {printable(spec)}: no image files found")
-    return found
-
-
-class PredictDataset(ImageDataset):
-    """ImageDataset that reports an unreadable file instead of stopping the run."""
-
-    def __getitem__(self, index: int) -> Item:
-        try:
-            item = super().__getitem__(index)
-        except UserError as error:
-            item = Item(image=torch.zeros(3, *self.output_size), mask=torch.zeros(self.output_size, dtype=torch.uint8),
-                        label=0, index=index, error=str(error))
-        return item
-
-
-def to_original_size(score_map: np.ndarray, model: SemiOrthogonal, size: tuple[int, int]) -> np.ndarray:
-    """Maps an input-size score map back onto the original (H, W); outside a centre crop (and, under the
-    paper's MVTec AD pipeline, outside the centre square of a non-square image) scores are 0."""
-    config = model.config
-    top, left, h, w = center_crop_box(config.image_size, config.crop)
-    full = np.zeros(config.image_size, dtype=np.float32)
-    full[top:top + h, left:left + w] = score_map
-    top, left, h, w = covered_box(model.meta.get("dataset", ""), config.protocol, size)
-    resized = F.interpolate(torch.from_numpy(full)[None, None], size=(h, w), mode="bilinear", align_corners=False)
-    original = np.zeros(size, dtype=np.float32)
-    original[top:top + h, left:left + w] = resized[0, 0].numpy()
-    return original
-
-
-def colour(score_map: np.ndarray, low: float, high: float) -> np.ndarray:
-    import matplotlib
-
-    normalised = np.clip((score_map - low) / max(high - low, 1e-12), 0, 1)
-    return (matplotlib.colormaps["jet"](normalised)[..., :3] * 255).astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-
-
 def load_model(path: str, device: torch.device, runtime: str | None = None) -> SemiOrthogonal:
     """model.pt, or a model.onnx from tools/export.py run by onnxruntime or OpenVINO (optional: imported only
     then). A model fitted in blocks keeps its sums in their file, to be scored block by block."""
@@ -165,29 +138,6 @@ def load_model(path: str, device: torch.device, runtime: str | None = None) -> S
     return SemiOrthogonal.load(path, device, sums_in_memory=False)
 
 
-def rows_per_block(model: SemiOrthogonal, images: int, args: argparse.Namespace) -> int | None:
-    """A model fitted in blocks: the most feature-map rows per block that fit --max-memory; None otherwise."""
-    if not isinstance(getattr(model, "stats", None), BlockedStats):  # an ONNX model has none
-        return None
-    budget = parse_bytes(args.max_memory) if args.max_memory is not None else default_budget()
-    baseline = resident_bytes()
-    rows = block_rows(model.config, budget, lambda r: blocked_estimate(model.config, r, 0, images, args.batch_size,
-                                                                       args.workers, False, baseline))
-    if rows is None:
-        raise UserError(f"{args.model} needs more than {shown(budget)} even in blocks of one feature-map row; "
-                        "raise --max-memory or lower --batch-size")
-    check_room(Path(args.out), embedding_bytes(model.config, images), "scoring", "embeddings", "--out")
-    return rows
-
-
-def check_pipeline(model: SemiOrthogonal, path: str | Path) -> None:
-    """A --protocol paper model decodes new images by its dataset's pipeline: without one it cannot score."""
-    dataset_name = model.meta.get("dataset", "")
-    if model.config.protocol == "paper" and pipeline_of(dataset_name) is None:
-        raise UserError(f"{path} was fitted with --protocol paper but names no paper dataset "
-                        f"({dataset_name or 'none'}); refit it with train.py")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_flags(args)
@@ -196,23 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and device.type != "cuda":
         raise UserError("--device cuda: no CUDA device is available")
     model = load_model(args.model, device, args.runtime)
-    pixel_threshold = args.threshold if args.threshold is not None else model.thresholds.get("pixel")
-    image_threshold = args.image_threshold if args.image_threshold is not None else model.thresholds.get("image")
-    if pixel_threshold is None or image_threshold is None:
-        raise UserError(f"{args.model} has no calibrated thresholds (fitted without validation images or merged); "
-                        "pass --threshold and --image-threshold")
+    judge = judge_of(model, args.model, args.threshold, args.image_threshold, args.min_area)
     check_pipeline(model, args.model)
+    if args.watch is not None:
+        if isinstance(getattr(model, "stats", None), BlockedStats):
+            raise UserError(f"{args.model} was fitted in blocks: --watch would read all of its sums for every "
+                            "image; score it with --input")
+        return watch(model, args.model, judge, Path(args.watch), out, args.settle, args.poll, args.drift_window,
+                     args.batch_size, args.workers)
     paths = find_images(args.input, out)
     names = output_names(paths, args.input)
-    block = rows_per_block(model, len(paths), args)
+    block = rows_per_block(model, len(paths), args.model, out,
+                           parse_bytes(args.max_memory) if args.max_memory is not None else None,
+                           args.batch_size, args.workers)
     claim(out, args.overwrite)  # before any image is decoded or any file written
     staging = None
     try:
         staging = outputs.stage(out)
         check_names(staging, names, paths)
-        rows, failures = score_into(staging, model, paths, names, (pixel_threshold, image_threshold), args,
-                                     block)
-        write_csv(staging / CSV_NAME, rows)
+        results, failures = score_all(model, paths, names, staging, judge, args, block)
+        write_csv(staging / CSV_NAME, [r.row() for r in results])
+        write_regions(staging / REGIONS_NAME, [r.line() for r in results])
+        found = run_summary(results, failures, judge, model)
+        write_json(staging / SUMMARY_NAME, found)
         outputs.commit(staging, out, args.overwrite, elsewhere="another --out", owned=None)
     except OSError as error:
         outputs.discard(staging)
@@ -223,50 +179,30 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         outputs.discard(staging)
         raise
-    flagged = sum(r["is_anomalous"] for r in rows)
-    print(f"{len(rows)} images scored, {flagged} anomalous; {failures} unreadable; "
+    note_uncalibrated(judge, args.model)  # after the run: a failure stays one line
+    if found["warning"]:
+        print(f"warning: {found['warning']} (summary.json)", file=sys.stderr)
+    flagged = sum(r.flagged for r in results)
+    print(f"{len(results)} images scored, {flagged} anomalous; {failures} unreadable; "
           f"results: {printable(out / CSV_NAME)}")
     return 1 if failures else 0
 
 
-def score_into(folder: Path, model: SemiOrthogonal, paths: list[Path], names: list[str],
-               thresholds: tuple[float, float], args: argparse.Namespace, block: int | None = None
-               ) -> tuple[list[dict], int]:
-    """Scores every image, writing its three PNGs into `folder`; (CSV rows, unreadable files). `block`: a
-    model fitted in blocks is scored in blocks of that many feature-map rows."""
-    pixel_threshold, image_threshold = thresholds
-    dataset = PredictDataset([Sample(p) for p in paths], model.config.image_size, model.config.crop,
-                             model.config.protocol, model.meta.get("dataset", ""))  # as the model was fitted
-    data = loader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    # the colour scale puts the pixel threshold in the middle, anchored at the normal median
-    low = model.thresholds.get("val_pixel_median", 0.0)
-    high = 2 * pixel_threshold - low
-    rows, failures = [], 0
+def score_all(model: SemiOrthogonal, paths: list[Path], names: list[str], folder: Path, judge: Judge,
+              args: argparse.Namespace, block: int | None) -> tuple[list[Result], int]:
+    """Every image scored into `folder`, with a progress bar; (results, unreadable files)."""
     from tqdm import tqdm
 
+    results, failures = [], 0
     with tqdm(total=len(paths), unit="img", disable=not progress.wanted(args.quiet), file=sys.stderr) as bar:
-        for batch, maps, scores in predict_batches(model, data, folder, block):
-            for i, index in enumerate(batch.index.tolist()):
-                bar.update(1)
-                path = paths[index]
-                if batch.error[i]:
-                    failures += 1
-                    print(f"skipped: {one_line(UserError(batch.error[i]))}", file=sys.stderr)
-                    continue
-                original = read_image(path)
-                score_map = to_original_size(maps[i].float().cpu().numpy(), model, (original.height, original.width))
-                mask = score_map > pixel_threshold
-                heat = colour(score_map, low, high)
-                overlay = (0.55 * np.asarray(original) + 0.45 * heat).astype(np.uint8)
-                files = output_paths(folder, names[index])
-                save_png(heat, files["heatmap"])
-                save_png(overlay, files["overlay"])
-                save_png(mask.astype(np.uint8) * 255, files["mask"])
-                score_value = float(scores[i])
-                rows.append({"path": str(path), "image_score": f"{score_value:.6f}",
-                             "is_anomalous": int(score_value > image_threshold),
-                             "anomalous_area": f"{mask.mean():.6f}"})
-    return rows, failures
+        for item in score_images(model, paths, names, folder, judge, args.batch_size, args.workers, block):
+            bar.update(1)
+            if isinstance(item, Skipped):
+                failures += 1
+                print(f"skipped: {one_line(UserError(item.error))}", file=sys.stderr)
+            else:
+                results.append(item)
+    return results, failures
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_flags(model)
     model.add_argument("--resume", default=None, metavar="MODEL_PT",
                        help="add this run's training images to the sums stored in a model.pt (same backbone, W, size)")
-    model.add_argument("--val-fpr", type=float, default=None,
-                       help="false-positive rate on the normal validation images that sets the stored thresholds "
-                            f"(default {DEFAULTS.val_fpr})")
+    model.add_argument("--alpha", type=float, default=None, help="false-alarm rate the thresholds guarantee on new "
+                       "normal images (conformal on the n validation images, n >= 1/alpha - 1; default 1/(n+1))")
+    model.add_argument("--val-fpr", type=float, default=None, help="the former rule (README): nothing on new images")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=None, help="images per batch (default 8 on CPU, 32 on GPU)")
     run.add_argument("--workers", type=int, default=None,
@@ -198,7 +198,8 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
                       backbone=args.model, weights=args.weights, approx=args.approx, k=args.k, eps=args.eps,
                       unbiased=args.unbiased, seed=args.seed, image_size=args.image_size, crop=args.crop,
                       backbone_dtype=args.backbone_dtype, resume=Path(args.resume) if args.resume else None,
-                      val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples, overwrite=args.overwrite,
+                      alpha=args.alpha, val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples,
+                      overwrite=args.overwrite,
                       save_model=args.save_model, embed_backbone=args.embed_backbone, metric=args.metric,
                       label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose,
                       tile=args.tile, tile_stride=args.tile_stride, native_size=args.native_size)

@@ -1,12 +1,13 @@
 """The model file (model.pt): what SemiOrthogonal.save writes and load reads, checked before use.
 
 Format 2: config, W, the running sums (n, shift, sum z, sum zz^T packed: k(k+1)/2 values per
-position), thresholds, meta, the fitted images' digests (one int64 per image, see `fitted`; files
-written before it have none) and the backbone: its tensors, or for torchvision's ImageNet weights
-their name, address and digest (backbone.weights_reference). Format 3, a model fitted in blocks
-(models/blocks.py), is format 2 with sum zz^T in a file of its own beside the model file, named by the
-stats entry `sum_zz_file`: raw little-endian float32, (P, k(k+1)/2) row by row, as a format-2 file's
-tensor. Format 1 (full k x k sums) still loads.
+position), thresholds, the calibration that set them (`calibration`: rule, alpha, n, the n calibration
+images' scores, pipeline/calibrate.py; files written before it have none), meta, the fitted images'
+digests (one int64 per image, see `fitted`; files written before it have none) and the backbone: its
+tensors, or for torchvision's ImageNet weights their name, address and digest (backbone.weights_reference).
+Format 3, a model fitted in blocks (models/blocks.py), is format 2 with sum zz^T in a file of its own
+beside the model file, named by the stats entry `sum_zz_file`: raw little-endian float32, (P, k(k+1)/2)
+row by row, as a format-2 file's tensor. Format 1 (full k x k sums) still loads.
 Every entry is checked against the config on reading: a damaged file is one line naming what is wrong.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models.backbone import (
     is_reference,
     weights_reference,
 )
+from models.calibration import RULES
 from models.config import Config
 from models.embedding import APPROXIMATIONS, IDENTITY
 
@@ -56,6 +58,8 @@ def model_state(model: SemiOrthogonal, embed_backbone: bool = False) -> dict:
         "W": model.W.cpu(),
         "stats": {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in stats.items()},
         "thresholds": dict(model.thresholds),
+        "calibration": {key: value.cpu() if isinstance(value, torch.Tensor) else value
+                        for key, value in model.calibration.items()},
         "meta": dict(model.meta),
         "fitted": model.fitted.cpu(),
         "provenance": dict(model.provenance),
@@ -174,7 +178,24 @@ def tensor_problem(state: dict, config: Config) -> str | None:
         problems.append("thresholds are not numbers")
     if not isinstance(state.get("meta") or {}, dict):
         problems.append("meta is not a mapping")
+    problems.append(calibration_problem(state.get("calibration") or {}))
     return next((p for p in problems if p), None)
+
+
+def calibration_problem(calibration: Any) -> str | None:
+    """What is wrong with a calibration entry (models/calibration.py, pipeline/calibrate.py), or None."""
+    if not isinstance(calibration, dict):
+        return "calibration is not a mapping"
+    if not calibration:
+        return None
+    n = calibration.get("n")
+    if calibration.get("rule") not in RULES or not isinstance(n, int) or n < 1:
+        return f"calibration has rule {calibration.get('rule')!r} and n {n!r}"
+    for key in ("scores", "maxima"):
+        t = calibration.get(key)
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point() and tuple(t.shape) == (n,)):
+            return f"calibration {key} is not {n} scores"
+    return None
 
 
 def check_backbone_tensors(path: str | Path, expected: dict[str, torch.Tensor], stored: dict) -> None:

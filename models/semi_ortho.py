@@ -56,6 +56,7 @@ class SemiOrthogonal(torch.nn.Module):
         self.register_buffer("L_inv", None)
         self.precision = None  # --approx global / lowrank / lowranki / null: an object with distance(z)
         self.thresholds: dict[str, float] = {}
+        self.calibration: dict = {}  # what set the thresholds: rule, alpha, the n calibration scores (p-values)
         self.meta: dict = {}  # what was fitted, e.g. {"dataset": ..., "category": ...}: merges check it
         # one int64 digest per fitted image file (path, size, mtime; pipeline/plan.py), sorted: --resume
         # and merges refuse images already in the sums. Fewer than stats.n: some were fitted unrecorded.
@@ -251,6 +252,7 @@ class SemiOrthogonal(torch.nn.Module):
             model.extractor.load_state_dict(state["backbone"])
         model.W.copy_(state["W"])
         model.thresholds = dict(state.get("thresholds") or {})
+        model.calibration = dict(state.get("calibration") or {})  # files written before it have none
         model.provenance = dict(state.get("provenance") or {})
         model.meta = dict(state.get("meta") or {})  # files written before meta existed have none
         if state.get("fitted") is not None:  # files written before the digests existed have none

@@ -18,9 +18,10 @@ import torch
 import results
 from datasets.base import SegmentedLoader
 from datasets.batch import Batch
-from models import SemiOrthogonal, calibrate
+from models import SemiOrthogonal
 from models.blocks import BlockedStats, EmbeddingFile, fit_and_score, score_in_blocks
 from pipeline import progress
+from pipeline.calibrate import apply, calibrate_validation
 from pipeline.category import Scored
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
@@ -79,14 +80,14 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
               f"({model.feature_size[0]} rows, {P} positions, k = {c.k}) in {seconds['blocks']:.2f} s, "
               f"embeddings in {seconds['fit'] + seconds['embed']:.2f} s", flush=True)
     t = time.perf_counter()
-    thresholds: dict[str, float] = {}
     if len(val):
         val_maps, val_scores = maps_of(model, val)
-        thresholds = calibrate(val_maps, val_scores, options.val_fpr)
+        thresholds = calibrate_validation(model, val_maps, val_scores, plan.val, options.alpha, options.val_fpr,
+                                          plan.category)
         del val_maps
     else:
         warn_no_validation(plan.category)
-    model.thresholds = thresholds
+        thresholds = apply(model, None, [], "train.py")
     seconds["calibrate"] = time.perf_counter() - t
     saved = save(model) if save is not None else None
     t = time.perf_counter()

@@ -34,7 +34,8 @@ class RunOptions:
     crop: tuple[int, int] | None = Config.crop
     backbone_dtype: str | None = Config.backbone_dtype
     resume: Path | None = None
-    val_fpr: float = 0.01
+    alpha: float | None = None  # conformal thresholds' false-alarm rate; None: 1 / (n + 1) (models/calibration.py)
+    val_fpr: float | None = None  # the former empirical rule instead, when given
     fpr: float = 0.3
     nsamples: int = 1000
     overwrite: bool = False
@@ -72,6 +73,7 @@ def defaults(args: Any) -> None:
 FLOAT_RANGES = {"normal_test_ratio": ("in (0, 1)", lambda v: 0 < v < 1),
                 "fpr": ("in (0, 1]", lambda v: 0 < v <= 1),
                 "val_fpr": ("in [0, 1)", lambda v: 0 <= v < 1),
+                "alpha": ("in (0, 1)", lambda v: 0 < v < 1),
                 "eps": ("positive and at most 1e12 (the paper uses 0.01; mSTC 0.3)", lambda v: 0 < v <= 1e12)}
 SEED_MAX = 2**63 - 1  # what every seeded draw accepts (torch generators, numpy's default_rng, the synthetic set)
 
@@ -82,6 +84,9 @@ def check_float_flags(args: Any) -> None:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and inside(value)):
             raise UserError(f"--{name.replace('_', '-')} {value} must be {allowed}")
+    if getattr(args, "alpha", None) is not None and getattr(args, "val_fpr", None) is not None:
+        raise UserError("--alpha and --val-fpr are two rules for the same thresholds; pass one (--alpha: a "
+                        "guarantee on new images)")
 
 
 def seed_value(text: str | int | None) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 from collections import Counter
@@ -17,6 +18,9 @@ from pipeline import outputs
 
 KINDS = ("heatmap", "overlay", "mask")
 CSV_NAME = "predictions.csv"
+REGIONS_NAME = "regions.jsonl"  # one JSON line per image: its regions (pipeline/regions.py)
+SUMMARY_NAME = "summary.json"  # the run against the calibration (pipeline/drift.py)
+COLUMNS = ["path", "image_score", "is_anomalous", "anomalous_area", "p_value", "n_regions"]
 
 
 def output_folder(spec: str) -> Path:
@@ -64,7 +68,7 @@ def output_paths(out: Path, name: str) -> dict[str, Path]:
 
 
 def _written_by_predict(relative: Path) -> bool:
-    if relative.as_posix() == CSV_NAME:
+    if relative.as_posix() in (CSV_NAME, REGIONS_NAME, SUMMARY_NAME):
         return True
     return relative.name.endswith(tuple(f"_{kind}.png" for kind in KINDS)) and not relative.name.startswith(".")
 
@@ -109,9 +113,21 @@ def check_names(staging: Path, names: list[str], paths: list[Path]) -> None:
 def write_csv(path: Path, rows: list[dict]) -> None:
     """UTF-8 whatever the file names: no cell a spreadsheet would evaluate, no name that cannot be encoded."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "image_score", "is_anomalous", "anomalous_area"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: csv_cell(printable(value) if key == "path" else value) for key, value in row.items()})
+        writer.writerow(csv_row(row))
     atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue(), encoding="utf-8"))
+
+
+def csv_row(row: dict) -> dict:
+    return {key: csv_cell(printable(value) if key == "path" else value) for key, value in row.items()}
+
+
+def regions_line(line: dict) -> str:
+    """One image's regions.jsonl line (UTF-8; a name's bytes that are not UTF-8 as \\xNN, as in the CSV)."""
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def write_regions(path: Path, lines: list[dict]) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(map(regions_line, lines)), encoding="utf-8"))

@@ -20,12 +20,13 @@ import results
 from common import UserError
 from datasets.base import SegmentedLoader
 from datasets.batch import Batch
-from models import SemiOrthogonal, calibrate
+from models import SemiOrthogonal
 from models.backbone import build_extractor
 from models.config import Config
 from models.distributed import all_reduce_stats
 from models.groups import Fitter, Scorer
 from pipeline import progress
+from pipeline.calibrate import apply, calibrate_validation
 from pipeline.category import Scored
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
@@ -167,14 +168,15 @@ def fit_and_score(options: RunOptions, plans: list[Plan], data: SegmentedLoader,
     t = time.perf_counter()
     validation = score_together(models, progress.track(data.next_segment(), f"{first.category} validation",
                                                        len(first.val)))
-    thresholds = [calibrate(v.maps, v.image_scores, options.val_fpr) if v is not None else {} for v in validation]
     if validation[0] is None:
         warn_no_validation(first.category)
+    thresholds = [calibrate_validation(model, v.maps, v.image_scores, plan.val, options.alpha, options.val_fpr,
+                                       plan.name) if v is not None else apply(model, None, [], "train.py")
+                  for model, plan, v in zip(models, plans, validation, strict=True)]
     del validation
     for times in own:
         times["calibrate"] = time.perf_counter() - t
-    for model, plan, limits in zip(models, plans, thresholds, strict=True):
-        model.thresholds = limits
+    for plan, limits in zip(plans, thresholds, strict=True):
         say(f"{plan.name}: calibrate on {limits.get('n_val', 0)} images in {own[0]['calibrate']:.2f} s", flush=True)
     # model.pt is complete now (sums and thresholds): written once, in the background, while the test
     # images are scored; the sums are dropped once it is written.

@@ -48,6 +48,8 @@ def choose_threshold(cat: Category, override: float | None) -> tuple[float, str]
         source = "calibrated on normal validation images"
         if thresholds.get("val_fpr") is not None:
             source += f" at FPR {float(thresholds['val_fpr']):g}"
+        elif thresholds.get("alpha") is not None:
+            source += f", false alarms <= {float(thresholds['alpha']):.3g} on new normal images"
         return float(thresholds["pixel"]), source
     normal = cat.maps[~cat.masks].astype(np.float32)
     normal = normal[np.isfinite(normal)]

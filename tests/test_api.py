@@ -17,6 +17,7 @@ import train
 from common import UserError
 from datasets.mvtec import load as load_mvtec
 from models import SemiOrthogonal
+from pipeline import predict_score
 from pipeline.plan import split_validation
 from tests.helpers.data import defective, save_image, surface, write_category
 
@@ -70,7 +71,7 @@ def test_predict_equals_predict_py(fitted, tmp_path, monkeypatch):
     assert np.array_equal(model.predict(new).score_map, result.score_map)  # in memory as from its file
     assert np.array_equal(loaded.predict(Image.open(new)).score_map, result.score_map)  # a PIL image as its file
     maps, scores = [], []
-    real_map, real_predict = predict.to_original_size, SemiOrthogonal.predict
+    real_map, real_predict = predict_score.to_original_size, SemiOrthogonal.predict
 
     def record_map(*args):
         maps.append(real_map(*args))
@@ -81,7 +82,7 @@ def test_predict_equals_predict_py(fitted, tmp_path, monkeypatch):
         scores.append(out[1])
         return out
 
-    monkeypatch.setattr(predict, "to_original_size", record_map)
+    monkeypatch.setattr(predict_score, "to_original_size", record_map)
     monkeypatch.setattr(SemiOrthogonal, "predict", record_scores)
     out = tmp_path / "out"
     assert predict.main(["--model", str(folder / "model.pt"), "--input", str(new), "--out", str(out),

@@ -17,6 +17,7 @@ from models import Config, SemiOrthogonal
 from models.blocks import EmbeddingFile, block_bounds, fit_and_score
 from models.model_file import read_model_file
 from pipeline import estimate as estimates
+from pipeline import predict_images
 from tests.helpers.data import write_category
 
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--workers", "0",
@@ -101,7 +102,7 @@ def test_a_blocked_run_writes_the_in_memory_results(root, tmp_path, monkeypatch,
     assert (blocks / "model.sums").stat().st_size == in_memory.numel() * 4
     loaded = SemiOrthogonal.load(blocks / "model.pt")
     assert torch.equal(loaded.stats.sum_zz, in_memory)
-    monkeypatch.setattr(predict, "block_rows", lambda config, budget, estimate_of: 3)  # 6 blocks of 16 rows
+    monkeypatch.setattr(predict_images, "block_rows", lambda config, budget, estimate_of: 3)  # 6 blocks of 16 rows
     for name in ("memory", "blocks"):  # predict.py scores a model fitted in blocks block by block
         folder = tmp_path / name / "mvtecad" / "toy"
         assert predict.main(["--model", str(folder / "model.pt"), "--input", str(root / "toy" / "test"),

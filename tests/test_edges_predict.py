@@ -17,6 +17,7 @@ import predict
 import train
 import visualizer
 from common import UserError, run_cli
+from pipeline import predict_score
 from report.image_pages import image_file
 from report.render import image_order
 from results import SCORES_FILE, read_scores, write_scores
@@ -73,7 +74,7 @@ def test_a_run_that_lost_its_out_to_another_is_refused(tiny_model, tmp_path, mon
     for name in ("a.png", "b.png"):
         noise(tmp_path / "first" / name, 0)
     noise(tmp_path / "second" / "c.png", 1)
-    save_png, nested = predict.save_png, []
+    save_png, nested = predict_score.save_png, []
 
     def meanwhile(array, path):
         if not nested:  # while the first run writes its first file, another run fills --out
@@ -82,11 +83,12 @@ def test_a_run_that_lost_its_out_to_another_is_refused(tiny_model, tmp_path, mon
                                         "--out", str(out)]))
         save_png(array, path)
 
-    monkeypatch.setattr(predict, "save_png", meanwhile)
+    monkeypatch.setattr(predict_score, "save_png", meanwhile)
     with pytest.raises(UserError, match="written by another run meanwhile"):
         predict.main(["--model", str(tiny_model), "--input", str(tmp_path / "first"), "--out", str(out)])
     assert nested == ["started", 0]
-    assert sorted(files(out)) == ["c_heatmap.png", "c_mask.png", "c_overlay.png", "predictions.csv"]
+    assert sorted(files(out)) == ["c_heatmap.png", "c_mask.png", "c_overlay.png", "predictions.csv",
+                                 "regions.jsonl", "summary.json"]
     assert [Path(r["path"]).name for r in csv.DictReader(open(out / "predictions.csv"))] == ["c.png"]
     assert hidden(tmp_path) == []
 
@@ -110,7 +112,8 @@ def test_a_killed_run_leaves_nothing_and_the_next_run_cleans_up(tiny_model, tmp_
     rerun = ["--model", str(tiny_model), "--input", str(inputs / "00.png"), "--out", str(work / "out")]
     assert predict.main(rerun) == 0  # no --overwrite needed: nothing of the killed run counts as results
     assert hidden(work) == []
-    assert sorted(files(work / "out")) == ["00_heatmap.png", "00_mask.png", "00_overlay.png", "predictions.csv"]
+    assert sorted(files(work / "out")) == ["00_heatmap.png", "00_mask.png", "00_overlay.png",
+                                                 "predictions.csv", "regions.jsonl", "summary.json"]
 
 
 # item 5: --out inside --input: a run's own heat maps are never inputs of the next
@@ -153,7 +156,7 @@ def test_a_name_too_long_is_refused_before_anything_is_written(tiny_model, tmp_p
                                                                 monkeypatch):
     noise(tmp_path / "in" / "a.png", 0)
     noise(tmp_path / "in" / ("x" * 248 + ".png"), 1)
-    monkeypatch.setattr(predict, "read_image", lambda path: pytest.fail(f"decoded {path}"))
+    monkeypatch.setattr(predict_score, "read_image", lambda path: pytest.fail(f"decoded {path}"))
     code, err = cli(predict.main, ["--model", str(tiny_model), "--input", str(tmp_path / "in"),
                                    "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and err.count("\n") == 1 and "x" * 248 + ".png" in err and "longer than" in err, err

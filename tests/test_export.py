@@ -34,6 +34,8 @@ def fitted_model(path: Path, thresholds: dict) -> SemiOrthogonal:
         maps, scores = model.predict(torch.randn(4, 3, 64, 64, generator=generator))
         model.thresholds = {**thresholds, "image": float(scores.median()), "pixel": float(maps.median()),
                             "val_pixel_median": float(maps.quantile(0.25))}
+        model.calibration = {"rule": "conformal", "alpha": 0.2, "n": 4, "scores": scores.double(),
+                             "maxima": maps.flatten(1).amax(1).double()}  # p-values: predict.py's, ONNX or not
     model.save(path)
     return model
 
@@ -143,6 +145,7 @@ def test_predict_through_onnx_writes_the_same_predictions(exported, tmp_path):
         assert float(other["image_score"]) == pytest.approx(float(row["image_score"]), rel=1e-4)
         assert float(other["anomalous_area"]) == pytest.approx(float(row["anomalous_area"]), abs=2e-3)
         assert other["is_anomalous"] == row["is_anomalous"]
+        assert other["p_value"] == row["p_value"] != ""  # the calibration scores travel in the metadata
     assert {row["is_anomalous"] for row in torch_rows.values()} == {"0", "1"}
     assert 0 < sum(float(row["anomalous_area"]) for row in torch_rows.values()) < 6
     heat_torch = np.asarray(Image.open(tmp_path / "torch/3_heatmap.png"), dtype=float)

@@ -78,8 +78,10 @@ def test_predict_on_a_folder(fitted, tmp_path):
     rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out / "predictions.csv"))}
     assert set(rows) == {"rgb.png", "gray.png", "wide.jpg"}
     for name, size in [("rgb", (64, 64)), ("gray", (64, 64)), ("wide", (90, 50))]:
-        for kind in ("heatmap", "overlay", "mask"):
+        for kind in ("heatmap", "mask"):
             assert Image.open(out / f"{name}_{kind}.png").size == size
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))  # the image, a colour bar and a caption
+        assert overlay.shape[0] > size[1] and overlay.shape[1] > size[0]
         mask = np.asarray(Image.open(out / f"{name}_mask.png"))
         assert float(rows[f"{name}.png" if name != "wide" else "wide.jpg"]["anomalous_area"]) == pytest.approx(
             (mask > 0).mean(), abs=1e-6)
@@ -197,7 +199,7 @@ def test_predict_never_writes_over_an_existing_file(tiny_model, tmp_path):
     assert (out / "b_overlay.png").read_bytes() == b"the user's own file"
     result = run_predict("--model", str(tiny_model), "--input", str(inputs), "--out", str(out), "--overwrite")
     assert result.returncode == 0, result.stderr
-    assert Image.open(out / "b_overlay.png").size == (64, 64)
+    assert Image.open(out / "b_heatmap.png").size == (64, 64) and Image.open(out / "b_overlay.png").size > (64, 64)
 
 
 @pytest.mark.parametrize("flag, value", [("--out", "FILE"), ("--batch-size", "0"), ("--workers", "-1")])

@@ -26,6 +26,7 @@ from datasets.options import DataOptions
 from datasets.stc import StcOptions
 from datasets.transforms import check_protocol
 from models import SemiOrthogonal
+from pipeline import predict_images
 from pipeline.options import RunOptions
 from pipeline.plan import plan_category, split_validation
 
@@ -291,7 +292,7 @@ def test_train_stores_the_protocol_and_predict_decodes_with_it(mvtec_root, tmp_p
     assert abs(float(model.predict(standard[None])[1][0]) - score) > 1e-3  # the other pipeline scores otherwise
     heat = np.asarray(Image.open(tmp_path / "o" / "x_heatmap.png"))
     assert heat.shape[:2] == (411, 517)
-    mapped = predict.to_original_size(np.ones((48, 48), np.float32), model, (411, 517))
+    mapped = predict_images.to_original_size(np.ones((48, 48), np.float32), model, (411, 517))
     assert not mapped[:, :53].any() and not mapped[:, 53 + 411:].any()  # only the centre square was seen
     assert (mapped[:, 54:53 + 410] > 0.99).all()
 

@@ -6,8 +6,9 @@ Input `images` (N, 3, H, W) float32, RGB in [0, 1] normalised with the ImageNet 
 training, H x W the model's input size (after --crop); outputs `maps` (N, H, W), the smoothed score
 maps, and `scores` (N,), their maxima. N is dynamic. The Mahalanobis distance uses mu and the inverse
 Cholesky factor L^-1 (ONNX has no triangular solve). The metadata holds the calibrated thresholds,
-the config and the normalisation as JSON. Weights beyond the 2 GB protobuf limit (WRN-50-2, k = 300)
-go to <out>.data beside the file (ONNX external data). Both are written into a staging folder beside
+their calibration (its n scores give predict.py's p-values), the config and the normalisation as JSON.
+Weights beyond the 2 GB protobuf limit (WRN-50-2, k = 300) go to <out>.data beside the file (ONNX
+external data). Both are written into a staging folder beside
 <out> and renamed into place once complete: a failed, interrupted or killed export leaves the previous
 files, and the next export removes what a killed one left. `predict.py --model <out>` runs it with
 onnxruntime (`--runtime openvino`: OpenVINO). A tiled model (--tile) exports as tiles (N, 3, S, S) ->

@@ -5,7 +5,7 @@ must share every config setting (backbone, its weights and precision, W, image s
 where the files record it, dataset and category. An image file fitted in two of them (the same path,
 size and mtime), or the same fit given twice, is refused: it would count twice.
 Calibrated thresholds cannot be merged from sums: the merged file has none (predict.py then asks for
---threshold); refit with --resume on validation images to calibrate again.
+--threshold); calibrate it on normal images that none of the fits used with tools/recalibrate.py.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def merge(paths: list[Path]) -> dict:
         print(f"warning: {', '.join(map(str, unrecorded))} record(s) not all of their fitted image files (older "
               "files record none): cannot check that no image is in two of the merged fits", file=sys.stderr)
     merged["version"] = VERSION  # the sums are now stored packed, also when the inputs were format 1
-    merged["thresholds"] = {}
+    merged["thresholds"], merged["calibration"] = {}, {}  # the merged model scores its own: recalibrate it
     return merged
 
 
