@@ -47,6 +47,8 @@ class RunOptions:
     verbose: bool = False
     tile: tuple[int, int] | None = Config.tile
     tile_stride: tuple[int, int] | None = Config.tile_stride
+    ci: float | None = None  # --ci: the level of every metric's bootstrap interval, in percent; None: none
+    bootstrap: int = 1000  # --ci's resamples
 
     def __post_init__(self) -> None:  # --approx's string becomes its member
         if self.approx is not None:
