@@ -42,7 +42,8 @@ def check_level(level: float) -> None:
 def check_resamples(resamples: int) -> None:
     low, high = RESAMPLES
     if not low <= resamples <= high:
-        raise UserError(f"--bootstrap {resamples} must be from {low} to {high} resamples (1000 is usual)")
+        raise UserError(f"--bootstrap {resamples} must be from {low} to {high} resamples "
+                        f"(default {Bootstrap.resamples})")
 
 
 def bootstrap_of(options: RunOptions, seed: int) -> Bootstrap | None:
