@@ -14,6 +14,7 @@ holding the true value, for BCa (what --ci reports) and for the plain percentile
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from statistics import NormalDist
 
@@ -58,11 +59,16 @@ def percentile(r: Resamples, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def coverage(truth: dict[str, float], draw, sims: int, bootstrap: Bootstrap, seed: int) -> dict[str, list[float]]:
-    """{metric: [BCa coverage, percentile coverage]} over `sims` test sets drawn by `draw(rng)`."""
+def coverage(truth: dict[str, float], draw, sims: int, bootstrap: Bootstrap, seed: int,
+             progress: bool = False) -> dict[str, list[float]]:
+    """{metric: [BCa coverage, percentile coverage]} over `sims` test sets drawn by `draw(rng)`;
+    `progress`: the counts so far on stderr every 100 sets."""
     rng = np.random.default_rng(seed)
     held = {name: np.zeros(2) for name in truth}
     for sim in range(sims):
+        if progress and sim and sim % 100 == 0:
+            print(f"{sim} sets: " + ", ".join(f"{n} {h[0] / sim:.3f}/{h[1] / sim:.3f}" for n, h in held.items()),
+                  file=sys.stderr, flush=True)
         maps, masks, scores, labels = draw(rng)
         found: dict[str, Resamples] = {}
         metrics.evaluate(maps, masks, scores, labels, 0.3, 1000, names=list(truth), resampled=found,
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = metrics.evaluate(*large, 0.3, 1000, headline="auroc")
         del large
         found = coverage(truth, lambda r: simulated_maps(r, args.normal, args.defective), args.sims, bootstrap,
-                         args.seed)
+                         args.seed, progress=True)
         for name, (bca, plain) in found.items():
             print(f"| {name} | {truth[name]:.4f} | {bca:.3f} | {plain:.3f} |")
     print(f"({time.perf_counter() - start:.0f} s)")
