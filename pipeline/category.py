@@ -252,17 +252,17 @@ def no_mask(plan: Plan) -> np.ndarray:
 
 
 def evaluate(options: RunOptions, s: results.Scores, unmasked: np.ndarray, timings: dict,
-             bootstrap: Bootstrap | None = None, found: dict | None = None) -> dict[str, float]:
-    """Every metric --metric asks for (with `bootstrap`, each one's replicates into `found`); a defective
+             bootstrap: Bootstrap | None = None, resampled: dict | None = None) -> dict[str, float]:
+    """Every metric --metric asks for (with `bootstrap`, each one's replicates into `resampled`); a defective
     image without a mask counts only for the metrics over every image (`Metric.every_image`, as the
     image AUROC), as its all-zero mask would call its defect pixels normal."""
     keep = ~unmasked if unmasked.any() else slice(None)  # a slice: no copy of the maps in the usual case
     found = metrics.evaluate(s.maps[keep], s.masks[keep], s.image_scores[keep], s.labels[keep],
                              fpr_limit=options.fpr, num_thresholds=options.nsamples, timings=timings,
-                             headline=options.metric, bootstrap=bootstrap, resampled=found)
+                             headline=options.metric, bootstrap=bootstrap, resampled=resampled)
     if unmasked.any():
         every = [m.name for m in metrics.REGISTRY if m.every_image and m.name in found]
         found.update(metrics.evaluate(s.maps, s.masks, s.image_scores, s.labels, fpr_limit=options.fpr,
                                       num_thresholds=options.nsamples, names=every, bootstrap=bootstrap,
-                                      resampled=found))
+                                      resampled=resampled))
     return found

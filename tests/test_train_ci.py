@@ -11,10 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import metrics
 import results
 import train
 from common import UserError
 from metrics import registry
+from metrics.bootstrap import Bootstrap, Resamples
+from pipeline import category
+from pipeline.options import RunOptions
 from tests.helpers.data import write_category
 from tools import summarize
 
@@ -75,6 +79,27 @@ def test_results_csv_and_summarize_show_the_intervals(runs, capsys):
     assert f"| toy | {cell} |" in capsys.readouterr().out
     assert summarize.main([str(runs["plain"] / "results.csv"), "--metric", "image_auroc"]) == 0
     assert "[" not in capsys.readouterr().out.split("| toy |")[1]
+
+
+def test_images_without_masks_count_for_the_image_metrics_intervals_only():
+    """--allow-missing-masks: a defective image without a mask is resampled for the image AUROC, not for the
+    pixel metrics (pipeline/category.py's evaluate), as the metrics themselves are computed."""
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 1], [8, 10])
+    masks = np.zeros((18, 16, 16), np.uint8)
+    masks[8:16, 3:8, 4:9] = 1  # images 16 and 17 are defective without a mask
+    maps = (rng.random((18, 16, 16)) + masks * 0.5 + labels[:, None, None] * 0.2).astype(np.float32)
+    s = results.Scores(maps=maps, masks=masks, labels=labels.astype(np.int8), image_scores=maps.max(axis=(1, 2)))
+    unmasked = np.zeros(18, bool)
+    unmasked[16:] = True
+    options = RunOptions(dataset="folder", report=Path("r.csv"), metric="auroc")
+    found: dict[str, Resamples] = {}
+    values = category.evaluate(options, s, unmasked, {}, Bootstrap(95, 200, 1), found)
+    assert values == category.evaluate(options, s, unmasked, {})
+    assert all(isinstance(v, float) for v in values.values()) and set(found) == set(values)
+    assert found["image_auroc"].jackknife.size == found["paper_det"].jackknife.size == 18
+    assert found["pixel_auroc"].jackknife.size == found["aupro"].jackknife.size == 16
+    assert found["image_auroc"].point == values["image_auroc"] == metrics.image_auroc(s.image_scores, labels)
 
 
 @pytest.mark.parametrize("flags, message", [
