@@ -8,13 +8,13 @@ A category folder `<experiment>/<dataset>/<category>/` holds:
   (`Scores`, `write_scores` / `read_scores`).
 - `model.pt`: the fitted model (models/semi_ortho.py owns that format).
 
-`results.csv` (or `--report`) gets one row per category (`CSV_COLUMNS`) and a `mean` row after a
-multi-category run. Rows are read by column name, and appended in the file's own column order: a report
-written before a column existed takes new rows without it (one warning says which), so adding a metric
-never locks out older reports; a header with a column this version does not know is refused. Appending
-takes an exclusive lock on the file itself, so processes and machines that share the folder can append to
-one report without losing rows. Every cell goes through `common.csv_cell` (no spreadsheet runs one as a
-formula); `read_rows` gives back the original text.
+`results.csv` (or `--report`) gets one row per category (`CSV_COLUMNS`, `--ci`'s `<metric>_lo` and `_hi`
+included) and a `mean` row after a multi-category run. Rows are read by column name, and appended in the
+file's own column order: a report written before a column existed takes new rows without it (one warning
+says which), so adding a metric never locks out older reports; a header with a column this version does
+not know is refused. Appending takes an exclusive lock on the file itself, so processes and machines that
+share the folder can append to one report without losing rows. Every cell goes through `common.csv_cell`
+(no spreadsheet runs one as a formula); `read_rows` gives back the original text.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from metrics import registry
 METRICS = registry.CSV_NAMES  # the registry's metrics that results.csv has a column for
 IDENTIFYING = ("dataset", "category")  # what a report must have for its rows to mean anything
 CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "n_train",
-               "n_val", "n_test", *METRICS, "seconds", "output", "protocol")
+               "n_val", "n_test", *METRICS, "seconds", "output", "protocol", *registry.CSV_BOUNDS)
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
 MODEL_FILE = "model.pt"
@@ -112,7 +112,8 @@ def csv_row(summary: dict[str, Any], output: str | Path) -> dict[str, str]:
     row["crop"] = "x".join(map(str, summary["crop"])) if summary.get("crop") else ""
     row["seconds"] = f"{summary['seconds']['total']:.2f}"
     row["output"] = str(output)
-    row.update({m: f"{summary['metrics'][m]:.6f}" if m in summary["metrics"] else "" for m in METRICS})
+    shown = {**summary["metrics"], **registry.bounds(summary.get("intervals", {}))}
+    row.update({m: f"{shown[m]:.6f}" if m in shown else "" for m in (*METRICS, *registry.CSV_BOUNDS)})
     return {key: "" if value is None else str(value) for key, value in row.items()}
 
 

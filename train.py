@@ -19,11 +19,11 @@ from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, paper_datasets
-from metrics.registry import HEADLINES, headline_line
+from metrics.registry import HEADLINES, headline
 from models import APPROXIMATIONS, BACKBONES, read_model_file
 from models.backbone import check_layers
 from models.distributed import end_process_group, init_from_environment
-from pipeline import grid, outputs, progress
+from pipeline import grid, intervals, outputs, progress
 from pipeline.budget import parse_bytes
 from pipeline.estimate import planned_passes
 from pipeline.label import label_settings, parse_layers
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
                           "itself up to --fpr: it measures the threshold grid, not the model; default "
                           f"{DEFAULTS.metric})")
+    intervals.add_ci_flags(run)
     run.add_argument("--label", default=None, help="a free tag stored in metrics.json and results.csv; the authors' "
                      "convention (ResNet-18: trailing _64/_128/_256 = --layers 1/2/3, _448 = all; preReLU anywhere "
                      "= --pre-relu) sets those flags")
@@ -148,6 +149,7 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     check_foreign_flags(args)
     check_float_flags(args)
     lists = grid.lists(args)  # --approx, --k, --seed parsed; the first of each stays in args
+    intervals.check_ci_flags(args)
     args.seed = seed_value(args.seed)
     backbone = args.model or (None if args.resume else DEFAULTS.backbone)
     label = label_settings(args.label or "", backbone, parse_layers(args.layers), args.pre_relu)
@@ -202,7 +204,8 @@ def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
                       overwrite=args.overwrite,
                       save_model=args.save_model, embed_backbone=args.embed_backbone, metric=args.metric,
                       label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose,
-                      tile=args.tile, tile_stride=args.tile_stride, native_size=args.native_size)
+                      tile=args.tile, tile_stride=args.tile_stride, native_size=args.native_size, ci=args.ci,
+                      bootstrap=args.bootstrap)
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:
@@ -210,14 +213,6 @@ def data_options(args: argparse.Namespace) -> DataOptions:
     common = DataOptions(dataset=args.dataset, seed=DEFAULTS.seed if args.seed is None else args.seed,
                          protocol=args.protocol, image_size=args.image_size)
     return spec(args.dataset).options_from_args(args, common)
-
-
-def headline(category: str, metrics: dict, metric: str) -> str:
-    if not metrics:
-        return f"{category}: no defective test images: no metrics (model and thresholds written)"
-    if metrics["pixel_auroc"] != metrics["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
-        return f"{category}: DET AUROC {metrics['image_auroc']:.4f} (no masks: no pixel metrics)"
-    return f"{category}: {headline_line(metrics, metric)}"
 
 
 def wanted_categories(args: argparse.Namespace, root: Path | None, data: DataOptions) -> list[str]:

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .bootstrap import Bootstrap, replicates
 from .inputs import MetricInputs
 from .registry import Metric, by_name, computed_for
 
@@ -21,6 +22,8 @@ def evaluate(
     timings: dict | None = None,
     headline: str | None = None,
     names: Iterable[str] | None = None,
+    bootstrap: Bootstrap | None = None,
+    resampled: dict | None = None,
 ) -> dict[str, float]:
     """{name: value} of every registry metric a run with --metric `headline` computes (or of `names`
     only), in registry order; nan where undefined.
@@ -30,7 +33,10 @@ def evaluate(
     the paper metrics share one count of pixels above the protocol's thresholds, pixel_auroc and aupro
     one sort of the defect-free scores, each timed with the first metric that needs it.
 
-    When `timings` is given, it receives the seconds each timed metric took, under the same keys.
+    When `timings` is given, it receives the seconds each timed metric took, under the same keys (and
+    the bootstrap's under `ci`). With `bootstrap`, `resampled` receives each metric's replicates
+    (`metrics.bootstrap.Resamples`: `bootstrap.intervals` makes the intervals); the values returned are the
+    same.
     """
     inputs = MetricInputs(maps, masks, image_scores, labels, fpr_limit, num_thresholds)
     chosen = computed_for(headline) if names is None else by_name(names)
@@ -54,4 +60,11 @@ def evaluate(
             done.result()
     if timings is not None:
         timings.update({m.name: seconds[m.name] for m in chosen if m.timed})
-    return {m.name: results[m.name] for m in chosen}
+    found = {m.name: results[m.name] for m in chosen}
+    if bootstrap is not None:
+        start = time.perf_counter()
+        values = replicates(inputs, found, bootstrap)
+        if timings is not None:
+            timings["ci"] = time.perf_counter() - start
+        (resampled if resampled is not None else {}).update(values)
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .inputs import as_maps_and_masks, check_fpr_limit, label_regions
+from .roc import checked_image_scores
 
 
 def paper_pro(
@@ -32,6 +33,38 @@ def paper_fpr(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, num_t
     """The authors' `--metric fpr`: their curve of mean per-image FPR against itself, same area rule.
     It measures only how evenly the protocol's thresholds cover FPR up to the limit, not the model."""
     return PaperCounts.of(maps, masks, num_thresholds).fpr_area(fpr_limit)
+
+
+def paper_det(image_scores: np.ndarray, labels: np.ndarray) -> float:
+    """The authors' DET AUROC (their train.py, `--metric auroc`): their curve on the image scores, every
+    score a threshold (high to low), x the fraction of normal images above it, y that of defective
+    images, the same area rule with limit 1; nan without both classes."""
+    _, normal, defective = image_counts(image_scores, labels)
+    return float(det_areas(normal[None], defective[None])[0])
+
+
+def image_counts(image_scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct image scores, ascending, and how many normal and defective images hold each."""
+    scores, defective = checked_image_scores(image_scores, labels)
+    values, index = np.unique(scores, return_inverse=True)
+    return (values, np.bincount(index[~defective], minlength=values.size),
+            np.bincount(index[defective], minlength=values.size))
+
+
+def det_areas(normal: np.ndarray, defective: np.ndarray) -> np.ndarray:
+    """paper_det of each row of (weighted) counts of normal and defective images per distinct score,
+    ascending (B, U): a score is a threshold when its row holds it, as the authors take the scores present."""
+    areas = np.full(len(normal), np.nan)
+    for b, (neg, pos) in enumerate(zip(normal, defective)):  # one curve per resample: U points each
+        n_neg, n_pos = neg.sum(), pos.sum()
+        if n_neg == 0 or n_pos == 0:
+            continue
+        present = (neg + pos)[::-1] > 0  # thresholds high to low
+        # above a threshold: everything at higher scores, the threshold's own score excluded
+        above_neg = np.concatenate([[0], np.cumsum(neg[::-1])[:-1]])[present]
+        above_pos = np.concatenate([[0], np.cumsum(pos[::-1])[:-1]])[present]
+        areas[b] = _area(above_neg / n_neg, above_pos / n_pos, 1.0)
+    return areas
 
 
 class PaperCounts:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .inputs import MetricInputs
+from .paper import paper_det
 from .pro import aupro
 from .roc import auroc_of_sorted, image_auroc
+
+if TYPE_CHECKING:
+    from .resampled import Resampled
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Metric:
     # Metrics of one thread run in turn and share its cached work (MetricInputs); threads run side by side,
     # as numpy's sorts and searches release the GIL.
     thread: str = "exact"
+    # its values under bootstrap weights (B, N) -> (B,), for --ci (metrics/resampled.py); None: no interval
+    resampled: Callable[[Resampled, np.ndarray], np.ndarray] | None = None
 
     @property
     def timed(self) -> bool:
@@ -42,25 +49,38 @@ class Metric:
 REGISTRY: tuple[Metric, ...] = (
     Metric("aupro", lambda x: aupro(x.maps, x.masks, x.fpr_limit, sorted_negatives=x.sorted_negatives),
            "SEG AUPROC", "AU-PRO (MVTec, FPR ≤ {limit:g})", headline="auproc",
-           note="paper protocol {paper_pro:.4f}", contents="AU-PRO"),
+           note="paper protocol {paper_pro:.4f}", contents="AU-PRO", resampled=lambda r, w: r.aupro(w)),
     Metric("pixel_auroc", lambda x: auroc_of_sorted(x.sorted_negatives, np.sort(x.maps[x.masks])),
            "SEG AUROC", "Pixel AUROC", headline="auroc", note="paper protocol {paper_roc:.4f}",
-           contents="pixel AUROC"),
+           contents="pixel AUROC", resampled=lambda r, w: r.pixel_auroc(w)),
     Metric("image_auroc", lambda x: image_auroc(x.image_scores, x.labels), "DET AUROC", "Image AUROC",
-           headline="auroc", contents="image AUROC", every_image=True),
+           headline="auroc", note="paper protocol {paper_det:.4f}", contents="image AUROC", every_image=True,
+           resampled=lambda r, w: r.image_auroc(w)),
     Metric("paper_pro", lambda x: x.counts.pro(x.fpr_limit), "SEG PRO", "PRO, paper's protocol (FPR ≤ {limit:g})",
-           thread="paper"),
-    Metric("paper_roc", lambda x: x.counts.roc(), "SEG ROC", "Pixel ROC, paper's protocol", thread="paper"),
+           thread="paper", resampled=lambda r, w: r.paper_pro(w)),
+    Metric("paper_roc", lambda x: x.counts.roc(), "SEG ROC", "Pixel ROC, paper's protocol", thread="paper",
+           resampled=lambda r, w: r.paper_roc(w)),
     Metric("paper_ap", lambda x: x.counts.ap(x.fpr_limit), "SEG AP", "AP, paper's protocol (recall ≤ {limit:g})",
-           headline="ap", note="paper protocol, recall <= --fpr", thread="paper"),
+           headline="ap", note="paper protocol, recall <= --fpr", thread="paper", resampled=lambda r, w: r.paper_ap(w)),
     # how evenly the thresholds cover FPR, not the model: in metrics.json only; over every test image, as
     # train.py has always computed it
     Metric("paper_fpr", lambda x: x.counts.fpr_area(x.fpr_limit), "SEG FPR", None, headline="fpr",
-           note="paper protocol, FPR vs FPR", csv=False, only_for="fpr", every_image=True, thread="paper"),
+           note="paper protocol, FPR vs FPR", csv=False, only_for="fpr", every_image=True, thread="paper",
+           resampled=lambda r, w: r.paper_fpr(w)),
+    # the authors' DET AUROC, their protocol on the image scores: shown beside image_auroc on the auroc
+    # line, as their train.py printed it; in metrics.json only
+    Metric("paper_det", lambda x: paper_det(x.image_scores, x.labels), "DET AUROC (paper)", None, csv=False,
+           only_for="auroc", every_image=True, resampled=lambda r, w: r.paper_det(w)),
 )
 
 CSV_NAMES: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.csv)
+CSV_BOUNDS: tuple[str, ...] = tuple(f"{m}_{end}" for m in CSV_NAMES for end in ("lo", "hi"))  # --ci's columns
 HEADLINES: tuple[str, ...] = tuple(dict.fromkeys(m.headline for m in REGISTRY if m.headline))  # --metric choices
+
+
+def bounds(intervals: dict[str, list[float]]) -> dict[str, float]:
+    """metrics.json's intervals ({metric: [low, high]}) as the CSV_BOUNDS columns' values."""
+    return {f"{name}_{end}": value for name, pair in intervals.items() for end, value in zip(("lo", "hi"), pair)}
 
 
 def by_name(names: Iterable[str]) -> list[Metric]:
@@ -91,3 +111,12 @@ def headline_line(values: dict[str, float], headline: str) -> str:
             note = f" ({m.note.format_map(shown)})" if m.note else ""
             parts.append(f"{m.label} {shown[m.name]:.4f}{note}")
     return "  ".join(parts)
+
+
+def headline(category: str, values: dict[str, float], metric: str) -> str:
+    """train.py's line for a category (or the mean) under --metric `metric`."""
+    if not values:
+        return f"{category}: no defective test images: no metrics (model and thresholds written)"
+    if values["pixel_auroc"] != values["pixel_auroc"]:  # nan: no defect pixels (no masks), the image AUROC only
+        return f"{category}: DET AUROC {values['image_auroc']:.4f} (no masks: no pixel metrics)"
+    return f"{category}: {headline_line(values, metric)}"

@@ -30,6 +30,12 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC-AUC of image scores (N,) against labels (N,), 1 = defective."""
+    scores, defective = checked_image_scores(scores, labels)
+    return auroc_of_samples(scores[~defective], scores[defective])
+
+
+def checked_image_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores (N,) of a float dtype and labels (N,) as bool, 1 = defective."""
     scores = np.asarray(scores)
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
@@ -38,4 +44,4 @@ def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         raise ValueError(f"scores and labels must both be (N,); got {scores.shape} and {labels.shape}")
     if np.isnan(scores).any():
         raise ValueError("image scores contain NaN")
-    return auroc_of_samples(scores[~labels], scores[labels])
+    return scores, labels

@@ -12,8 +12,9 @@ import numpy as np
 
 import metrics
 import results
+from metrics.bootstrap import Bootstrap, Resamples
 from models import SemiOrthogonal
-from pipeline import outputs
+from pipeline import intervals, outputs
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 
@@ -78,7 +79,9 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
         s, timings = scored.scores, dict[str, float]()
         t = time.perf_counter()
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
-            summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings)
+            bootstrap, found = intervals.bootstrap_of(options, scored.plan.config.seed), dict[str, Resamples]()
+            summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings, bootstrap, found)
+            intervals.store(summary, bootstrap, found)
         if options.verbose:
             print(f"{scored.plan.name}: metrics " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
                   flush=True)
@@ -111,16 +114,18 @@ def no_mask(plan: Plan) -> np.ndarray:
     return np.array([s.label == 1 and s.mask is None for s in plan.splits.test], dtype=bool)
 
 
-def evaluate(options: RunOptions, s: results.Scores, unmasked: np.ndarray, timings: dict) -> dict[str, float]:
-    """Every metric --metric asks for; a defective image without a mask counts only for the metrics over
-    every image (`Metric.every_image`, as the image AUROC), as its all-zero mask would call its defect
-    pixels normal."""
+def evaluate(options: RunOptions, s: results.Scores, unmasked: np.ndarray, timings: dict,
+             bootstrap: Bootstrap | None = None, resampled: dict | None = None) -> dict[str, float]:
+    """Every metric --metric asks for (with `bootstrap`, each one's replicates into `resampled`); a defective
+    image without a mask counts only for the metrics over every image (`Metric.every_image`, as the
+    image AUROC), as its all-zero mask would call its defect pixels normal."""
     keep = ~unmasked if unmasked.any() else slice(None)  # a slice: no copy of the maps in the usual case
     found = metrics.evaluate(s.maps[keep], s.masks[keep], s.image_scores[keep], s.labels[keep],
                              fpr_limit=options.fpr, num_thresholds=options.nsamples, timings=timings,
-                             headline=options.metric)
+                             headline=options.metric, bootstrap=bootstrap, resampled=resampled)
     if unmasked.any():
         every = [m.name for m in metrics.REGISTRY if m.every_image and m.name in found]
         found.update(metrics.evaluate(s.maps, s.masks, s.image_scores, s.labels, fpr_limit=options.fpr,
-                                      num_thresholds=options.nsamples, names=every))
+                                      num_thresholds=options.nsamples, names=every, bootstrap=bootstrap,
+                                      resampled=resampled))
     return found

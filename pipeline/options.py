@@ -13,6 +13,7 @@ from typing import Any
 
 from common import UserError
 from datasets.options import DataOptions
+from metrics.bootstrap import Bootstrap
 from models.config import Approx, Config
 from pipeline import outputs
 
@@ -48,6 +49,8 @@ class RunOptions:
     verbose: bool = False
     tile: tuple[int, int] | None = Config.tile
     tile_stride: tuple[int, int] | None = Config.tile_stride
+    ci: float | None = None  # --ci: the level of every metric's bootstrap interval, in percent; None: none
+    bootstrap: int = Bootstrap.resamples  # --ci's resamples
 
     def __post_init__(self) -> None:  # --approx's string becomes its member
         if self.approx is not None:

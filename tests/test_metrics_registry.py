@@ -56,10 +56,11 @@ def test_evaluate_computes_the_registry_and_paper_fpr_only_for_its_headline():
 
 def test_headlines_print_what_they_printed():
     values = {"aupro": 0.5, "pixel_auroc": 0.6, "image_auroc": 0.7, "paper_pro": 0.41, "paper_roc": 0.62,
-              "paper_ap": 0.125, "paper_fpr": 0.15}
+              "paper_ap": 0.125, "paper_fpr": 0.15, "paper_det": 0.71}
     assert registry.HEADLINES == ("auproc", "auroc", "ap", "fpr")
     assert train.headline("c", values, "auproc") == "c: SEG AUPROC 0.5000 (paper protocol 0.4100)"
-    assert train.headline("c", values, "auroc") == "c: SEG AUROC 0.6000 (paper protocol 0.6200)  DET AUROC 0.7000"
+    assert train.headline("c", values, "auroc") == ("c: SEG AUROC 0.6000 (paper protocol 0.6200)  DET AUROC 0.7000 "
+                                                    "(paper protocol 0.7100)")
     assert train.headline("c", values, "ap") == "c: SEG AP 0.1250 (paper protocol, recall <= --fpr)"
     assert train.headline("c", values, "fpr") == "c: SEG FPR 0.1500 (paper protocol, FPR vs FPR)"
     assert headline_line({}, "fpr") == "SEG FPR nan (paper protocol, FPR vs FPR)"
@@ -122,7 +123,8 @@ def test_an_older_report_takes_rows_in_its_own_order_with_one_warning(tmp_path, 
     assert all("paper_ap" not in r and "label" not in r for r in rows)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: --report {report} lacks this version's column(s) ")
-    assert all(c in err[0] for c in ("label", "paper_ap", "protocol")) and "aupro" not in err[0]
+    lacking = err[0].split("column(s) ")[1].split(" (an earlier")[0].split(", ")
+    assert {"label", "paper_ap", "protocol", "aupro_lo", "paper_ap_hi"} <= set(lacking) and "aupro" not in lacking
 
 
 @pytest.mark.parametrize("header, needle", [("dataset,category,f1", r"other columns than this version writes \(f1\)"),

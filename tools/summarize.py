@@ -13,8 +13,12 @@ Numbers are printed as in the seed (.953). Columns: `--metric`, a comma list (re
 columns of results.csv (`results.METRICS`: the registry's, metrics/registry.py; default: every one the CSV
 has, as a file written before a metric existed lacks its column). Runs with different `--label` tags are
 different configurations.
+A cell of a run with `--ci` shows its interval: `.942 [.931, .951]`.
 `--provenance A B` prints instead every field of two runs' provenance (metrics.json: command, versions,
 device, git commit, image digests) that differs.
+`--compare A B` prints instead each metric of two runs (or two sets of seeds of one setting) on the same
+test images, their difference and its paired-bootstrap interval, flagged when it contains 0, and with
+several seeds the spread over them (tools/compare_runs.py; `--ci`, `--bootstrap`, `--seed`).
 `--paper` prints instead the figures the paper publishes (tools/paper_results.json, with their source)
 beside this run's and the difference (tools/paper_table.py); script/reproduce_paper.sh ends with it.
 """
@@ -26,10 +30,14 @@ import sys
 from pathlib import Path
 
 import _root  # noqa: F401
+import compare_runs
 import paper_table
 
 from common import UserError, atomic_write, run_cli, write_problem
 from datasets import specs
+from metrics.bootstrap import Bootstrap
+from pipeline.intervals import check_level, check_resamples
+from pipeline.options import seed_value
 from pipeline.provenance import differences
 from results import METRICS, METRICS_FILE, number, read_metrics, read_rows
 
@@ -48,6 +56,13 @@ def fmt(value: float | None) -> str:
         return "-"
     text = f"{value:.3f}"
     return text[1:] if text.startswith("0.") else text.replace("-0.", "-.")
+
+
+def with_interval(row: dict, metric: str) -> str:
+    """The metric's cell, `.942 [.931, .951]` where the row has its --ci interval."""
+    low, high = number(row.get(f"{metric}_lo")), number(row.get(f"{metric}_hi"))
+    value = fmt(number(row.get(metric)))
+    return value if low is None or high is None else f"{value} [{fmt(low)}, {fmt(high)}]"
 
 
 def mean(values: list[float]) -> float | None:
@@ -104,7 +119,7 @@ def category_table(config: tuple, rows: dict[str, dict], metrics: list[str]) -> 
              "| Category | " + " | ".join(metrics) + " |",
              "|---" * (len(metrics) + 1) + "|"]
     for category in sorted(rows, key=lambda c: category_key(dataset, c)):
-        values = [fmt(number(rows[category].get(m))) for m in metrics]
+        values = [with_interval(rows[category], m) for m in metrics]
         lines.append(f"| {category} | " + " | ".join(values) + " |")
     if len(rows) > 1:
         cells = []
@@ -188,6 +203,13 @@ def provenance_table(a: Path, b: Path) -> str:
     return "\n".join(lines + [f"| {key} | {x} | {y} |" for key, x, y in rows]) + "\n"
 
 
+def compare_bootstrap(args: argparse.Namespace) -> Bootstrap:
+    """--ci, --bootstrap and --seed of --compare, each checked in one line."""
+    check_level(args.ci)
+    check_resamples(args.bootstrap)
+    return Bootstrap(args.ci, args.bootstrap, seed_value(args.seed))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="?", help="results.csv written by train.py")
@@ -199,12 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true",
                         help="instead, the paper's published figures (tools/paper_results.json) beside this run's, "
                              "with the difference")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                        help="instead, A against B on the same test images: each a run's folder or metrics.json, a "
+                             "folder of runs, a quoted glob or a comma list; several runs on a side are seeds")
+    parser.add_argument("--ci", type=float, default=Bootstrap.level, metavar="LEVEL",
+                        help=f"--compare's interval level in percent (default {Bootstrap.level:g})")
+    parser.add_argument("--bootstrap", type=int, default=Bootstrap.resamples, metavar="B",
+                        help=f"--compare's paired resamples (default {Bootstrap.resamples})")
+    parser.add_argument("--seed", default=Bootstrap.seed, help="--compare's resamples' seed (default 0)")
     args = parser.parse_args(argv)
     if args.provenance:
         sys.stdout.write(provenance_table(*args.provenance))
         return 0
+    if args.compare:
+        sys.stdout.write(compare_runs.compare(*args.compare, compare_bootstrap(args)))
+        return 0
     if args.results is None:
-        raise UserError("pass a results.csv, or --provenance A B")
+        raise UserError("pass a results.csv, or --provenance A B, or --compare A B")
     metrics = parse_metrics(args.metric)
     if args.out is not None:  # before reading anything: a table that cannot be written is refused up front
         problem = f"{args.out} is a folder" if args.out.is_dir() else write_problem(args.out)
