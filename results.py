@@ -38,6 +38,7 @@ from metrics import registry
 
 METRICS = registry.CSV_NAMES  # the registry's metrics that results.csv has a column for
 IDENTIFYING = ("dataset", "category")  # what a report must have for its rows to mean anything
+SETTINGS = ("model", "approx", "k", "seed", "label", "protocol")  # what a mean row shares with its categories
 CSV_COLUMNS = ("dataset", "category", "model", "approx", "k", "eps", "image_size", "crop", "seed", "label", "n_train",
                "n_val", "n_test", *METRICS, "seconds", "output", "protocol", *registry.CSV_BOUNDS)
 METRICS_FILE = "metrics.json"
@@ -117,16 +118,15 @@ def csv_row(summary: dict[str, Any], output: str | Path) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in row.items()}
 
 
-def mean_row(dataset: str, summaries: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, float]]:
-    """The `mean` row after a multi-category run, and the means themselves: of every metric all the
-    summaries have, also those without a column (what the headline prints)."""
+def mean_row(dataset: str, summaries: list[dict[str, Any]], intervals: dict[str, list[float]] | None = None
+             ) -> tuple[dict[str, str], dict[str, float]]:
+    """The `mean` row after a multi-category run (with --ci, the `intervals` of the means), and the means
+    themselves: of every metric all the summaries have, also those without a column (the headline's)."""
     means = {m.name: float(np.mean([s["metrics"][m.name] for s in summaries])) for m in registry.REGISTRY
              if all(m.name in s["metrics"] for s in summaries)}
     first = summaries[0]
-    row = {"dataset": dataset, "category": "mean", "model": first["model"], "approx": first["approx"],
-           "k": first["k"], "seed": first["seed"], "label": first.get("label", ""),
-           "protocol": first.get("protocol", ""),
-           **{m: f"{v:.6f}" for m, v in means.items()}}
+    row = {"dataset": dataset, "category": "mean", **{key: first.get(key, "") for key in SETTINGS},
+           **{m: f"{v:.6f}" for m, v in {**means, **registry.bounds(intervals or {})}.items()}}
     return {key: str(row.get(key, "")) for key in CSV_COLUMNS}, means
 
 

@@ -19,7 +19,7 @@ from datasets.base import SegmentedLoader
 from datasets.cache import ImageCache
 from datasets.options import DataOptions
 from datasets.transforms import PROTOCOLS, check_protocol, default_protocol, paper_datasets
-from metrics.registry import HEADLINES, headline
+from metrics.registry import headline
 from models import APPROXIMATIONS, BACKBONES, read_model_file
 from models.backbone import check_layers
 from models.distributed import end_process_group, init_from_environment
@@ -27,7 +27,16 @@ from pipeline import grid, intervals, outputs, progress
 from pipeline.budget import parse_bytes
 from pipeline.estimate import planned_passes
 from pipeline.label import label_settings, parse_layers
-from pipeline.options import DEFAULTS, RunOptions, check_float_flags, check_output_names, defaults, seed_value
+from pipeline.options import (
+    DEFAULTS,
+    RunOptions,
+    add_run_flags,
+    check_float_flags,
+    check_output_names,
+    defaults,
+    from_args,
+    seed_value,
+)
 from pipeline.plan import Plan, plan_category, segments_of
 from pipeline.provenance import command_of, provenance
 from pipeline.run import claim_outputs, default_workers, resolve_device, run_passes
@@ -86,41 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "normal images (conformal on the n validation images, n >= 1/alpha - 1; default 1/(n+1))")
     model.add_argument("--val-fpr", type=float, default=None, help="the former rule (README): nothing on new images")
     run = p.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=None, help="images per batch (default 8 on CPU, 32 on GPU)")
-    run.add_argument("--workers", type=int, default=None,
-                     help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
-                          "model down; else 2 on CPU, up to 12 with a GPU)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run.add_argument("--fpr", type=float, default=None,
-                     help=f"FPR limit of the PRO integral; recall limit of paper_ap (default {DEFAULTS.fpr})")
-    run.add_argument("--metric", choices=HEADLINES, default=None,
-                     help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
-                          "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
-                          "itself up to --fpr: it measures the threshold grid, not the model; default "
-                          f"{DEFAULTS.metric})")
+    add_run_flags(run)
     intervals.add_ci_flags(run)
-    run.add_argument("--label", default=None, help="a free tag stored in metrics.json and results.csv; the authors' "
-                     "convention (ResNet-18: trailing _64/_128/_256 = --layers 1/2/3, _448 = all; preReLU anywhere "
-                     "= --pre-relu) sets those flags")
-    run.add_argument("--verbose", action="store_true", help="print per-phase timings and sizes as the run goes")
-    run.add_argument("--nsamples", type=int, default=None,
-                     help=f"thresholds of the paper's PRO/ROC protocol (default {DEFAULTS.nsamples})")
-    run.add_argument("--max-memory", default=None, metavar="SIZE",
-                     help="this run's memory budget, e.g. 16G: a run predicted to need more is refused before "
-                          "any image is decoded (default: the memory available, less 1 GiB)")
-    run.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
-    run.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
-    run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
-    run.add_argument("--quiet", action="store_true",
-                     help="no progress bars (shown on stderr only when it is a terminal; stdout is the same)")
-    run.add_argument("--cache", default=None, metavar="DIR",
-                     help="store decoded, resized images here and reuse them in later runs (sweeps); a changed "
-                          "file or size is decoded again (default: no cache)")
-    run.add_argument("--no-save-model", dest="save_model", action="store_false",
-                     help="write no model.pt (sweeps that need only metrics; scores and the report still work)")
-    run.add_argument("--embed-backbone", action="store_true",
-                     help="store ImageNet backbone weights in model.pt instead of naming them (for machines without "
-                          "them; 99 MB more for WRN-50-2); random and file weights are always stored")
     return p
 
 
@@ -195,19 +171,6 @@ def resolve_resume(args: argparse.Namespace) -> None:
         args.dataset = meta.get("dataset") if meta.get("dataset") in names() else DEFAULTS.dataset
 
 
-def run_options(args: argparse.Namespace, experiment: Path) -> RunOptions:
-    return RunOptions(dataset=args.dataset, report=Path(args.report or experiment / "results.csv"),
-                      backbone=args.model, weights=args.weights, approx=args.approx, k=args.k, eps=args.eps,
-                      unbiased=args.unbiased, seed=args.seed, image_size=args.image_size, crop=args.crop,
-                      backbone_dtype=args.backbone_dtype, resume=Path(args.resume) if args.resume else None,
-                      alpha=args.alpha, val_fpr=args.val_fpr, fpr=args.fpr, nsamples=args.nsamples,
-                      overwrite=args.overwrite,
-                      save_model=args.save_model, embed_backbone=args.embed_backbone, metric=args.metric,
-                      label=args.label, layers=args.layers, pre_relu=args.pre_relu, verbose=args.verbose,
-                      tile=args.tile, tile_stride=args.tile_stride, native_size=args.native_size, ci=args.ci,
-                      bootstrap=args.bootstrap)
-
-
 def data_options(args: argparse.Namespace) -> DataOptions:
     """The options every dataset reads, extended by the chosen dataset with its own flags."""
     common = DataOptions(dataset=args.dataset, seed=DEFAULTS.seed if args.seed is None else args.seed,
@@ -243,7 +206,7 @@ def planned_run(args: argparse.Namespace) -> tuple[RunOptions, list[list[Plan]],
     data_opts = data_options(args)
     wanted = wanted_categories(args, root, data_opts)
     experiment = Path(args.experiment) if args.experiment else outputs.new_experiment()
-    options = run_options(args, experiment)
+    options = from_args(args, experiment)
     variants = args.grid or [None]  # --resume: the file's settings
     names = {c: [grid.name_of(c, v, variants) for v in variants] for c in wanted}
     out_dirs = claim_outputs(experiment, args.dataset, [n for c in wanted for n in names[c]], args.overwrite,
@@ -299,9 +262,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for variant in args.grid or [None]:  # a mean row per variant of a grid
         folder = variant.folder if variant is not None and len(args.grid) > 1 else None
-        measured = [r.summary for r in done if r.metrics and (folder is None or r.out_dir.name == folder)]
+        measured = [r for r in done if r.metrics and (folder is None or r.out_dir.name == folder)]
         if len(measured) > 1:
-            row, means = results.mean_row(args.dataset, measured)
+            bounds = intervals.of_mean(options, measured[0].summary["seed"], [r.resamples for r in measured])
+            row, means = results.mean_row(args.dataset, [r.summary for r in measured], bounds)
             results.append_rows(options.report, [row])
             print(headline("mean" if folder is None else f"mean {folder}", means, args.metric))
     print(f"results: {options.report}")

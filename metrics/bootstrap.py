@@ -60,6 +60,18 @@ def average(resamples: list[Resamples]) -> Resamples:
                      np.mean([r.jackknife for r in resamples], axis=0), float(np.mean([r.offset for r in resamples])))
 
 
+def pooled(parts: list[Resamples], seed: int) -> Resamples:
+    """The mean of one metric over independent test sets (a `mean` row over categories). Each set's
+    replicates are put in a seeded random order before they are averaged draw by draw: sets of the same
+    size were drawn with the same seed, and their draws must not be paired. The jackknife of the mean
+    leaves one image of one set out: the mean + (that set's leave-one-out value - its point) / sets."""
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([r.point for r in parts]))
+    values = np.mean([rng.permutation(r.values) for r in parts], axis=0)
+    jackknife = np.concatenate([point + (r.jackknife - r.point) / len(parts) for r in parts])
+    return Resamples(point, values, jackknife, float(np.mean([r.offset for r in parts])))
+
+
 def resample_weights(labels: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
     """How many times each image is drawn, (b, N) float64, CHUNK resamples at a time: within each
     class, as many draws with replacement as the class has images."""

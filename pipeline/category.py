@@ -37,6 +37,7 @@ class CategoryResult:
     category: str  # as lines name it: the category, and its variant in a grid (Plan.name)
     out_dir: Path
     summary: dict[str, Any] = field(repr=False)
+    resamples: dict[str, Resamples] = field(default_factory=dict, repr=False)  # --ci's, for the mean row
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -76,10 +77,10 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
     defective test images, metrics.json's metrics are empty (and so are the CSV row's metric cells)."""
     try:
         summary = summary_of(options, scored)
-        s, timings = scored.scores, dict[str, float]()
+        s, timings, found = scored.scores, dict[str, float](), dict[str, Resamples]()
         t = time.perf_counter()
         if s is not None and s.labels.any():  # else nothing to measure: metrics stay empty
-            bootstrap, found = intervals.bootstrap_of(options, scored.plan.config.seed), dict[str, Resamples]()
+            bootstrap = intervals.bootstrap_of(options, scored.plan.config.seed)
             summary["metrics"] = evaluate(options, s, no_mask(scored.plan), timings, bootstrap, found)
             intervals.store(summary, bootstrap, found)
         if options.verbose:
@@ -106,7 +107,7 @@ def finish(options: RunOptions, scored: Scored) -> CategoryResult:
     except BaseException:
         outputs.discard(scored.staging)
         raise
-    return CategoryResult(scored.plan.name, out_dir, summary)
+    return CategoryResult(scored.plan.name, out_dir, summary, found)
 
 
 def no_mask(plan: Plan) -> np.ndarray:

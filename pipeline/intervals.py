@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from common import UserError
-from metrics.bootstrap import Bootstrap, Resamples, intervals
+from metrics.bootstrap import Bootstrap, Resamples, intervals, pooled
 from pipeline.options import DEFAULTS, RunOptions
 
 LEVEL = Bootstrap.level  # --ci given alone
@@ -60,3 +60,12 @@ def store(summary: dict[str, Any], bootstrap: Bootstrap | None, found: dict[str,
         summary["intervals"] = intervals(found, bootstrap.level)
         summary["ci"] = {"level": bootstrap.level, "resamples": bootstrap.resamples, "seed": bootstrap.seed,
                          "method": METHOD, "grid_error": {name: r.offset for name, r in found.items()}}
+
+
+def of_mean(options: RunOptions, seed: int, found: list[dict[str, Resamples]]) -> dict[str, list[float]]:
+    """The `mean` row's intervals, with --ci: of each metric every category has, from their replicates
+    (metrics.bootstrap.pooled); {} without --ci."""
+    if options.ci is None or not found:
+        return {}
+    shared = [name for name in found[0] if all(name in each for each in found)]
+    return intervals({name: pooled([each[name] for each in found], seed) for name in shared}, options.ci)

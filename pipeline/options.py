@@ -5,15 +5,17 @@ RunOptions' defaults are the command line's: train.py's flags default to None an
 the user left out from here (the model's settings from models/config.py), so each default is written once."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from common import UserError
 from datasets.options import DataOptions
 from metrics.bootstrap import Bootstrap
+from metrics.registry import HEADLINES
 from models.config import Approx, Config
 from pipeline import outputs
 
@@ -60,6 +62,53 @@ class RunOptions:
 DEFAULTS = RunOptions(dataset=DataOptions.dataset, report=Path("<experiment>/results.csv"))
 RESUMED = ("backbone", "weights", "approx", "seed", "layers", "pre_relu", "backbone_dtype")  # None: the file's
 FLAG_DESTS = {"backbone": "model"}  # the argparse name of a field, where they differ
+
+
+def add_run_flags(group: argparse._ArgumentGroup) -> None:
+    """train.py's flags of how a run goes and what it writes (not what it fits)."""
+    group.add_argument("--batch-size", type=int, default=None, help="images per batch (default 8 on CPU, 32 on GPU)")
+    group.add_argument("--workers", type=int, default=None,
+                       help="image-decoding processes (default: 0 with 2 cores or fewer, where they slow the "
+                            "model down; else 2 on CPU, up to 12 with a GPU)")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    group.add_argument("--fpr", type=float, default=None,
+                       help=f"FPR limit of the PRO integral; recall limit of paper_ap (default {DEFAULTS.fpr})")
+    group.add_argument("--metric", choices=HEADLINES, default=None,
+                       help="the headline printed: auproc (SEG AUPROC), auroc (SEG/DET AUROC), ap (SEG AP: the "
+                            "authors' average precision up to recall --fpr), fpr (the authors' FPR curve against "
+                            "itself up to --fpr: it measures the threshold grid, not the model; default "
+                            f"{DEFAULTS.metric})")
+    group.add_argument("--label", default=None, help="a free tag stored in metrics.json and results.csv; the authors' "
+                       "convention (ResNet-18: trailing _64/_128/_256 = --layers 1/2/3, _448 = all; preReLU anywhere "
+                       "= --pre-relu) sets those flags")
+    group.add_argument("--verbose", action="store_true", help="print per-phase timings and sizes as the run goes")
+    group.add_argument("--nsamples", type=int, default=None,
+                       help=f"thresholds of the paper's PRO/ROC protocol (default {DEFAULTS.nsamples})")
+    group.add_argument("--max-memory", default=None, metavar="SIZE",
+                       help="this run's memory budget, e.g. 16G: a run predicted to need more is refused before "
+                            "any image is decoded (default: the memory available, less 1 GiB)")
+    group.add_argument("--experiment", default=None, help="output folder (default: a new runs/<date-time>)")
+    group.add_argument("--report", default=None, help="results CSV to append to (default: <experiment>/results.csv)")
+    group.add_argument("--overwrite", action="store_true", help="replace results of an earlier run in --experiment")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars (shown on stderr only when it is a terminal; stdout is the same)")
+    group.add_argument("--cache", default=None, metavar="DIR",
+                       help="store decoded, resized images here and reuse them in later runs (sweeps); a changed "
+                            "file or size is decoded again (default: no cache)")
+    group.add_argument("--no-save-model", dest="save_model", action="store_false",
+                       help="write no model.pt (sweeps that need only metrics; scores and the report still work)")
+    group.add_argument("--embed-backbone", action="store_true",
+                       help="store ImageNet backbone weights in model.pt instead of naming them (for machines without "
+                            "them; 99 MB more for WRN-50-2); random and file weights are always stored")
+
+
+def from_args(args: Any, experiment: Path) -> RunOptions:
+    """The settings of a checked train.py command line: each field from its flag (FLAG_DESTS where the names
+    differ); the report defaults to the experiment's results.csv."""
+    given = {f.name: getattr(args, FLAG_DESTS.get(f.name, f.name)) for f in fields(RunOptions)
+             if f.name not in ("report", "resume")}
+    return RunOptions(**given, report=Path(args.report or experiment / "results.csv"),
+                      resume=Path(args.resume) if args.resume else None)
 
 
 def defaults(args: Any) -> None:

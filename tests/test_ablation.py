@@ -1,12 +1,19 @@
 """tools/ablation_figure.py: the points it draws from a grid's results.csv, and the figure files."""
 import csv
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common import UserError
 from results import CSV_COLUMNS
 from tools import ablation_figure
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_report(path, rows):
@@ -67,3 +74,37 @@ def test_bad_reports_are_one_line(tmp_path, rows, flags, message):
     with pytest.raises(UserError, match=message):
         ablation_figure.main([str(report), "--out", str(tmp_path / "fig"), *flags])
     assert not (tmp_path / "fig.png").exists()
+
+
+def test_the_mean_rows_interval_pools_the_categories_replicates():
+    from metrics.bootstrap import Resamples, pooled
+    a = Resamples(0.5, np.array([0.4, 0.5, 0.6]), np.array([0.45, 0.55]))
+    b = Resamples(0.7, np.array([0.6, 0.7, 0.9]), np.array([0.65, 0.75, 0.7]))
+    mean = pooled([a, b], seed=3)
+    assert mean.point == pytest.approx(0.6)
+    # leave one image of one set out: that set's value becomes its leave-one-out value, the other stays
+    literal = [(left + b.point) / 2 for left in a.jackknife] + [(a.point + left) / 2 for left in b.jackknife]
+    np.testing.assert_allclose(mean.jackknife, literal, rtol=0, atol=1e-15)
+    assert sorted(pooled([a], seed=3).values) == sorted(a.values)  # one set: its own replicates, reordered
+    assert np.isclose(mean.values.mean(), (a.values.mean() + b.values.mean()) / 2)
+
+
+def test_reproduce_ablation_runs_end_to_end_on_synthetic_data(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATA"}
+    env.update(SEMIORTHO_SYNTHETIC=str(tmp_path / "cache"), PYTHON=sys.executable, DATASET="synthetic",
+               CATEGORIES="washer,caplet", KS="5,10", APPROX="ortho,sample", BOOTSTRAP="100")
+    exp = tmp_path / "ablation"
+    result = subprocess.run(["bash", str(REPO / "script" / "reproduce_ablation.sh"), str(exp), "--weights", "random",
+                             "--image-size", "64", "--workers", "0", "--quiet"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(exp / "results.csv", newline="", encoding="utf-8")))
+    means = [r for r in rows if r["category"] == "mean"]
+    assert sorted((r["approx"], r["k"]) for r in means) == [("ortho", "10"), ("ortho", "5"), ("sample", "10"),
+                                                            ("sample", "5")]
+    for r in means:  # the mean's interval holds the mean
+        assert float(r["aupro_lo"]) <= float(r["aupro"]) <= float(r["aupro_hi"])
+    assert not list(exp.rglob("model.pt"))  # a sweep keeps metrics and scores only
+    assert (exp / "ablation_aupro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (exp / "ablation_aupro.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "figure: " in result.stdout
