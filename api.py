@@ -127,7 +127,7 @@ def fit(train_images: Sequence[str | Path], *, backbone: str = RunOptions.backbo
     core.fit(batch.image for batch in _batches(train, config, batch_size, workers))
     core.finalize()  # the sums stay: save() writes them
     if val:
-        validation = score(core, _batches(val, config, batch_size, workers))
+        validation = score(core, _batches(val, config, batch_size, workers), len(val))
         calibrate_validation(core, validation.maps, validation.image_scores, [Sample(p) for p in val], alpha, val_fpr,
                              "val_images")
     return Model(core)

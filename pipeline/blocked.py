@@ -25,7 +25,7 @@ from pipeline.calibrate import apply, calibrate_validation
 from pipeline.category import Scored
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
-from pipeline.shared_pass import build_model, images_of, warn_no_validation
+from pipeline.shared_pass import Stacked, build_model, images_of, warn_no_validation
 
 MAP_BATCH = 8  # distance maps upsampled and blurred at a time
 
@@ -56,15 +56,15 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
     c = plan.config
     P, k = model.positions, model.W.shape[1]
     files = [EmbeddingFile(staging / f".embeddings-{name}", P, k) for name in ("fit", "val", "test")]
-    masks: list[list[np.ndarray]] = [[], []]
-    labels: list[list[np.ndarray]] = [[], []]
+    counts = (len(plan.val), len(plan.splits.test))
+    masks, labels = [Stacked(n, np.uint8) for n in counts], [Stacked(n, np.int8) for n in counts]
     try:
         t = time.perf_counter()
         fitting = progress.track(data.next_segment(), f"{plan.category} fit", len(plan.fit))
         embed_into(model, (batch.image for batch in fitting), files[0])
         seconds["fit"] = time.perf_counter() - t
         t = time.perf_counter()
-        for i, (name, count) in enumerate((("validation", len(plan.val)), ("test", len(plan.splits.test)))):
+        for i, (name, count) in enumerate(zip(("validation", "test"), counts, strict=True)):
             scoring = progress.track(data.next_segment(), f"{plan.category} {name}", count)
             embed_into(model, images_of(scoring, masks[i], labels[i]), files[i + 1])
         seconds["embed"] = time.perf_counter() - t
@@ -94,8 +94,7 @@ def fit_and_score_blocked(options: RunOptions, plan: Plan, data: SegmentedLoader
     scores = None
     if len(test):
         maps, image_scores = maps_of(model, test)
-        scores = results.Scores(maps=maps, image_scores=image_scores, masks=np.concatenate(masks[1]).astype(np.uint8),
-                                labels=np.concatenate(labels[1]).astype(np.int8))
+        scores = results.Scores(maps=maps, image_scores=image_scores, masks=masks[1].array, labels=labels[1].array)
         scores.defects = np.array([s.defect for s in plan.splits.test])
         scores.paths = np.array([str(Path(s.image).absolute()) for s in plan.splits.test])
     seconds["score"] = time.perf_counter() - t

@@ -22,6 +22,7 @@ from models.config import Config
 from models.footprint import FLOAT, activation_bytes, model_file_bytes, state_bytes, tile_bytes, weight_bytes
 from models.groups import group_size
 from pipeline.budget import MARGIN, default_budget, resident_bytes, shown
+from pipeline.intervals import resampling_bytes
 from pipeline.options import RunOptions
 from pipeline.plan import Plan
 from pipeline.shared_pass import backbone_key
@@ -58,7 +59,7 @@ def estimate(config: Config, n_val: int, n_test: int, batch_size: int, workers: 
 
 def pass_estimate(configs: Sequence[Config], n_val: int, n_test: int, batch_size: int, workers: int,
                   device: torch.device, backbone_stored: bool, baseline: int | None = None,
-                  backbones: int = 1) -> Estimate:
+                  backbones: int = 1, resampling: int = 0) -> Estimate:
     """The peak of one category's variants fitted and scored together from one pass over its images
     (pipeline/shared_pass.py): each variant's state, group buffer and kept maps, beside what they share (the
     images in flight, one batch's activations at a time, `backbones` distinct backbones' weights). The
@@ -81,12 +82,11 @@ def pass_estimate(configs: Sequence[Config], n_val: int, n_test: int, batch_size
     # k, or F for the ablations on every channel
     k = max(state["mu"] // (P * FLOAT) for state in states)
     workspace = (torch.get_num_threads() if not on_gpu else 1) * 2 * 8 * min(P * k * k, CHUNK_ELEMENTS)
-    # float32 maps and uint8 masks kept for the metrics, each variant's lists joined into one array at the end
-    # (a copy, one variant at a time)
-    maps = (len(configs) + 1) * max(n_val, n_test) * H * W * (FLOAT + 1)
+    # float32 maps of each variant and the uint8 masks they share, kept for the metrics (written in place)
+    maps = max(n_val, n_test) * H * W * (len(configs) * FLOAT + 1)
     smoothing = 3 * batch_size * H * W * FLOAT  # a batch's upsampled and blurred maps
     # every variant's maps and masks wait for the metrics, which add their own to one variant's at a time
-    metrics = n_test * H * W * (len(configs) * (FLOAT + 1) + METRIC_BYTES)
+    metrics = n_test * H * W * (len(configs) * FLOAT + 1 + METRIC_BYTES) + resampling  # + --ci's statistics
     device_side = {"fit": sums + buffer + activations, "factor": model + workspace,
                    "score": model + buffer + activations + smoothing}
     if on_gpu:
@@ -179,8 +179,9 @@ def planned_passes(plans: list[Plan], batch_size: int, workers: int, device: tor
     backbones = len({backbone_key(plan.config, options.weights) for plan in plans})  # the run keeps each built
 
     def together(group: list[Plan]) -> Estimate:
-        return pass_estimate([p.config for p in group], len(group[0].val), len(group[0].splits.test), batch_size,
-                             workers, device, stored, baseline, backbones)
+        n_test = len(group[0].splits.test)
+        return pass_estimate([p.config for p in group], len(group[0].val), n_test, batch_size, workers, device, stored,
+                             baseline, backbones, resampling_bytes(options, n_test))
     budget = max_memory if max_memory is not None else default_budget()
     passes: list[list[Plan]] = []
     rows: dict[str, int] = {}

@@ -8,6 +8,7 @@ from typing import Any
 
 from common import UserError
 from metrics.bootstrap import Bootstrap, Resamples, intervals, pooled
+from metrics.resampled import GRID
 from pipeline.options import DEFAULTS, RunOptions
 
 LEVEL = Bootstrap.level  # --ci given alone
@@ -44,6 +45,15 @@ def check_resamples(resamples: int) -> None:
     if not low <= resamples <= high:
         raise UserError(f"--bootstrap {resamples} must be from {low} to {high} resamples "
                         f"(default {Bootstrap.resamples})")
+
+
+def resampling_bytes(options: RunOptions, n_test: int) -> int:
+    """What --ci's per-image statistics hold beside the metrics (0 without it): a grid histogram of the
+    defect-free and the defect pixels per image and one per region (taken as one an image: the masks are not
+    read before the estimate), and five per-image rates at each of the protocol's thresholds, float64."""
+    if options.ci is None:
+        return 0
+    return 8 * n_test * (3 * (GRID + 1) + 5 * options.nsamples)
 
 
 def bootstrap_of(options: RunOptions, seed: int) -> Bootstrap | None:

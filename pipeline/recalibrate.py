@@ -62,7 +62,7 @@ def scored(model: SemiOrthogonal, samples: list[Sample], batch_size: int, worker
     c = model.config
     dataset = ImageDataset(samples, c.image_size, c.crop, c.protocol, model.meta.get("dataset", ""))
     dataset.check_masks()
-    found = score(model, loader(dataset, batch_size=batch_size, num_workers=workers))
+    found = score(model, loader(dataset, batch_size=batch_size, num_workers=workers), len(samples))
     assert found is not None  # samples is not empty
     return found
 

@@ -68,29 +68,48 @@ def shared_features(models: list[SemiOrthogonal], images: torch.Tensor) -> Itera
             yield features, indices
 
 
-def images_of(batches: Iterable[Batch], masks: list[np.ndarray], labels: list[np.ndarray]
-              ) -> Iterator[torch.Tensor]:
-    """Each batch's images, its masks and labels appended as it goes: in the order the maps come back in."""
+class Stacked:
+    """`count` rows written in place as batches come back, in one array allocated at the first batch's
+    shape: never a list of batches joined at the end (a copy, and pieces the allocator keeps, which the
+    metrics phase would then add to)."""
+
+    def __init__(self, count: int, dtype: type):
+        self.count, self.dtype, self.filled = count, dtype, 0
+        self._array: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray) -> None:
+        if self._array is None:
+            self._array = np.empty((self.count, *rows.shape[1:]), dtype=self.dtype)
+        self._array[self.filled:self.filled + len(rows)] = rows
+        self.filled += len(rows)
+
+    @property
+    def array(self) -> np.ndarray:
+        assert self._array is not None  # filled: add() was called
+        return self._array[:self.filled]
+
+
+def images_of(batches: Iterable[Batch], masks: Stacked, labels: Stacked) -> Iterator[torch.Tensor]:
+    """Each batch's images, its masks and labels kept as it goes: in the order the maps come back in."""
     for batch in batches:
-        masks.append(batch.mask.numpy())
-        labels.append(batch.label.numpy())
+        masks.add(batch.mask.numpy())
+        labels.add(batch.label.numpy())
         yield batch.image
 
 
 @torch.no_grad()
-def score_together(models: list[SemiOrthogonal], batches: Iterable[Batch]) -> list[results.Scores | None]:
-    """Each model's score maps (float32, on the host), image scores, masks and labels of every batch; None if
-    there are none."""
+def score_together(models: list[SemiOrthogonal], batches: Iterable[Batch], count: int) -> list[results.Scores | None]:
+    """Each model's score maps (float32, on the host), image scores, masks and labels of the `count` images
+    of `batches`; None if there are none."""
     scorers = [Scorer(model) for model in models]
-    maps: list[list[np.ndarray]] = [[] for _ in models]
-    image_scores: list[list[np.ndarray]] = [[] for _ in models]
+    maps = [Stacked(count, np.float32) for _ in models]
+    image_scores = [Stacked(count, np.float32) for _ in models]
 
     def keep(i: int, done: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         for batch_maps, batch_scores in done:
-            maps[i].append(batch_maps.float().cpu().numpy())
-            image_scores[i].append(batch_scores.float().cpu().numpy())
-    masks: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
+            maps[i].add(batch_maps.float().cpu().numpy())
+            image_scores[i].add(batch_scores.float().cpu().numpy())
+    masks, labels = Stacked(count, np.uint8), Stacked(count, np.int8)
     for images in images_of(batches, masks, labels):
         for features, indices in shared_features(models, images):
             for i in indices:
@@ -99,16 +118,27 @@ def score_together(models: list[SemiOrthogonal], batches: Iterable[Batch]) -> li
             keep(i, scorer.end_batch())
     for i, scorer in enumerate(scorers):
         keep(i, scorer.flush())
-    if not masks:
+    if not masks.filled:
         return [None for _ in models]
-    mask, label = np.concatenate(masks).astype(np.uint8), np.concatenate(labels).astype(np.int8)
-    return [results.Scores(maps=np.concatenate(maps[i]), image_scores=np.concatenate(image_scores[i]), masks=mask,
-                           labels=label) for i in range(len(models))]
+    return [results.Scores(maps=maps[i].array, image_scores=image_scores[i].array, masks=masks.array,
+                           labels=labels.array) for i in range(len(models))]
 
 
-def score(model: SemiOrthogonal, batches: Iterable[Batch]) -> results.Scores | None:
+def score(model: SemiOrthogonal, batches: Iterable[Batch], count: int) -> results.Scores | None:
     """score_together for one model."""
-    return score_together([model], batches)[0]
+    return score_together([model], batches, count)[0]
+
+
+def fit_together(models: list[SemiOrthogonal], batches: Iterable[Batch]) -> None:
+    """Each model's sums over the batches (the fitters hold the sums only while this runs: a model drops them
+    once its file is written)."""
+    fitters = [Fitter(model) for model in models]
+    for batch in batches:
+        for features, indices in shared_features(models, batch.image):
+            for i in indices:
+                fitters[i].add(features)
+    for fitter in fitters:
+        fitter.flush()
 
 
 @torch.no_grad()
@@ -131,13 +161,7 @@ def fit_and_score(options: RunOptions, plans: list[Plan], data: SegmentedLoader,
     first = plans[0]
 
     t = time.perf_counter()
-    fitters = [Fitter(model) for model in models]
-    for batch in progress.track(data.next_segment(), f"{first.category} fit", len(first.fit)):
-        for features, indices in shared_features(models, batch.image):
-            for i in indices:
-                fitters[i].add(features)
-    for fitter in fitters:
-        fitter.flush()
+    fit_together(models, progress.track(data.next_segment(), f"{first.category} fit", len(first.fit)))
     if world > 1:
         for model in models:
             all_reduce_stats(model.running_stats())  # fit() made them, or extended the resumed ones
@@ -167,7 +191,7 @@ def fit_and_score(options: RunOptions, plans: list[Plan], data: SegmentedLoader,
 
     t = time.perf_counter()
     validation = score_together(models, progress.track(data.next_segment(), f"{first.category} validation",
-                                                       len(first.val)))
+                                                       len(first.val)), len(first.val))
     if validation[0] is None:
         warn_no_validation(first.category)
     thresholds = [calibrate_validation(model, v.maps, v.image_scores, plan.val, options.alpha, options.val_fpr,
@@ -184,7 +208,7 @@ def fit_and_score(options: RunOptions, plans: list[Plan], data: SegmentedLoader,
     t = time.perf_counter()
     try:
         tests = score_together(models, progress.track(data.next_segment(), f"{first.category} test",
-                                                      len(first.splits.test)))
+                                                      len(first.splits.test)), len(first.splits.test))
     except BaseException:
         wait([s for s in saved if s is not None])  # the caller removes the staging folders: not while written
         raise

@@ -11,7 +11,7 @@ from common import UserError
 from models import Config, SemiOrthogonal
 from models.footprint import _aliases, activation_bytes, model_file_bytes, state_bytes, tapped_weight_bytes
 from pipeline.budget import default_budget, parse_bytes
-from pipeline.estimate import check_device, estimate
+from pipeline.estimate import check_device, estimate, pass_estimate
 from tests.helpers.data import write_category
 
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--image-size", "64", "--workers", "0",
@@ -153,3 +153,21 @@ def test_a_gpu_without_room_is_refused_in_one_line(monkeypatch):
         check_device({"x": e}, torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (e.device_bytes, 80 << 30))
     check_device({"x": e}, torch.device("cuda"))
+
+
+def test_ci_statistics_count_in_the_metrics_phase():
+    """--ci keeps per-image histograms and protocol rates beside the metrics: a run with 1000 test images is
+    predicted that much larger."""
+    from pathlib import Path as P
+
+    from pipeline.intervals import resampling_bytes
+    from pipeline.options import RunOptions
+
+    config = Config(backbone="resnet18", k=100, image_size=(256, 256))
+    options = RunOptions(dataset="synthetic", report=P("r.csv"), ci=95.0, bootstrap=1000)
+    extra = resampling_bytes(options, 1000)
+    assert extra == resampling_bytes(RunOptions(dataset="synthetic", report=P("r.csv"), ci=90.0), 1000) > 100 << 20
+    assert resampling_bytes(RunOptions(dataset="synthetic", report=P("r.csv")), 1000) == 0
+    plain = pass_estimate([config], 10, 1000, 8, 0, torch.device("cpu"), True, 0)
+    with_ci = pass_estimate([config], 10, 1000, 8, 0, torch.device("cpu"), True, 0, resampling=extra)
+    assert "phase metrics" in plain.parts and with_ci.peak_rss_bytes - plain.peak_rss_bytes == extra

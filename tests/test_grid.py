@@ -165,3 +165,19 @@ def test_whole_feature_variants_take_k_f_once():
                           [5, 10], [1])
     assert [v.folder for v in found] == ["full-k448-seed1", "ortho-k5-seed1", "ortho-k10-seed1", "global-k448-seed1"]
     assert grid.lists(type("A", (), {"approx": None, "k": "10,5,10", "seed": None, "resume": None})()).k == [10, 5]
+
+
+def test_after_the_fit_only_the_model_holds_its_sums():
+    """The model drops its sums once its file is written (up to 1.4 GB at 1024 px): nothing else may keep them."""
+    import sys
+
+    from datasets.batch import Batch
+    from models import SemiOrthogonal
+    from pipeline.shared_pass import fit_together
+
+    models = [SemiOrthogonal(Config(backbone="resnet18", k=k, image_size=(64, 64)), weights="random") for k in (5, 8)]
+    batch = Batch(torch.rand(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.uint8),
+                  torch.zeros(2, dtype=torch.int64), torch.arange(2), ("", ""))
+    fit_together(models, [batch, batch])
+    assert [m.stats.n for m in models] == [4, 4]
+    assert [sys.getrefcount(m.stats) for m in models] == [2, 2]  # the model's attribute and the call's argument
