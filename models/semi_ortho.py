@@ -11,7 +11,7 @@ from common import UserError
 from models.backbone import FeatureExtractor, build_extractor, feature_dim, feature_size, is_reference
 from models.blocks import BlockedStats
 from models.config import Config
-from models.distance import mahalanobis, whitened_distance
+from models.distance import inverse_of_packed, mahalanobis, whitened_distance
 from models.embedding import IDENTITY, add_nearest, make_projection
 from models.gaussian import RunningStats, cholesky_packed, inverse_cholesky
 from models.groups import Fitter, Gathered, Group, Scorer
@@ -178,6 +178,16 @@ class SemiOrthogonal(torch.nn.Module):
             self.mu, self.L_inv = inverse_cholesky(stats, c.eps, c.unbiased)
         else:
             self.mu, self.L_packed = cholesky_packed(stats, c.eps, c.unbiased)
+
+    def score_by_inverse(self) -> None:
+        """Scores from now on with L^{-1} dense, by one GEMM (as the exported graph does), not with the packed
+        L by a triangular solve per position: for one image at a time 3.5x faster (BENCHMARKS.md,
+        "Runtimes"), for L^{-1} computed once and twice the factor's memory. The sums go first, so the peak
+        stays below sums + L + L^{-1}: a model scored this way cannot be saved. No-op without a packed L."""
+        if self.L_packed is None:
+            return
+        self.stats = None
+        self.L_inv, self.L_packed = inverse_of_packed(self.L_packed), None
 
     @torch.no_grad()
     def distances(self, images: torch.Tensor) -> torch.Tensor:

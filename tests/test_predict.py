@@ -16,6 +16,7 @@ from common import UserError
 from datasets.base import ImageDataset
 from datasets.mvtec import load
 from models import Config, SemiOrthogonal, threshold_at_fpr
+from models.gaussian import unpack_lower
 from tests.helpers.data import write_bomb, write_category
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +56,24 @@ def test_calibration_holds_on_the_validation_images(fitted):
     assert (scores.numpy() > thresholds["image"]).mean() <= 0.25
     assert (maps.numpy() > thresholds["pixel"]).mean() <= 0.25
     assert np.isclose(scores.numpy(), thresholds["image"], rtol=1e-5).any()  # an observed score, not a guess
+
+
+def test_scoring_by_the_inverse_gives_the_solves_maps(fitted):
+    """predict --watch scores with L^{-1} (one GEMM): the maps of the triangular solve, and no sums kept."""
+    root, folder = fitted
+    model = SemiOrthogonal.load(folder / "model.pt")
+    images = torch.stack([ImageDataset(load(root, "toy").test, (64, 64))[i]["image"] for i in range(3)])
+    maps, scores = model.predict(images)
+    L = unpack_lower(model.L_packed.double(), 10, symmetric=False).tril()
+    model.score_by_inverse()
+    assert model.L_packed is None and model.L_inv is not None and model.stats is None
+    identity = model.L_inv.double() @ L  # L^{-1} L = I, in float64
+    torch.testing.assert_close(identity, torch.eye(10, dtype=torch.float64).expand_as(identity), rtol=0, atol=1e-5)
+    inverse_maps, inverse_scores = model.predict(images)
+    torch.testing.assert_close(inverse_maps, maps, rtol=1e-5, atol=1e-5 * maps.abs().max().item())
+    torch.testing.assert_close(inverse_scores, scores, rtol=1e-5, atol=0)
+    with pytest.raises(RuntimeError, match="sums"):
+        model.save(folder.parent / "never.pt")
 
 
 def write_inputs(folder: Path, root: Path) -> None:

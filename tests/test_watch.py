@@ -91,6 +91,13 @@ def test_watch_survives_a_kill_and_scores_each_image_once(tiny_model, tmp_path):
         assert (out / f"{name}_overlay.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 13 and summary["window"] == 500
+    # --watch scores by L^{-1}, --input by the triangular solve: the same image scores to float32 rounding
+    assert predict.main(["--model", str(tiny_model), "--input", str(inputs), "--out", str(tmp_path / "all")]) == 0
+    watched = {r["path"]: float(r["image_score"]) for r in rows(out)}
+    at_once = {r["path"]: float(r["image_score"]) for r in rows(tmp_path / "all")}
+    assert watched.keys() == at_once.keys()
+    for path, score in at_once.items():
+        assert watched[path] == pytest.approx(score, rel=1e-5)
 
 
 def test_watch_refusals(tiny_model, tmp_path):  # noqa: F811
