@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from metrics import evaluate, paper_ap, paper_fpr
-from tests.test_metrics import ALL_CASES
+from tests.helpers.metric_reference import ALL_CASES
 
 
 def thresholds_of(maps, num_thresholds):
