@@ -19,7 +19,8 @@ from datasets.mvtec import load as load_mvtec
 from models import SemiOrthogonal
 from pipeline import predict_score
 from pipeline.plan import split_validation
-from tests.helpers.data import defective, save_image, surface, write_category
+from tests.helpers.data import write_category
+from tests.helpers.layouts import defective, save_image, surface
 
 REPO = Path(__file__).resolve().parents[1]
 # small and random: seconds on a CPU, no download (the README example's defaults are WRN-50-2, ImageNet, 256)

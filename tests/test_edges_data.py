@@ -21,7 +21,8 @@ from datasets.cache import ImageCache
 from datasets.listing import glob_files
 from datasets.mvtec import load
 from pipeline.options import check_output_names
-from tests.helpers.data import write_category, write_folder, write_kolektor
+from tests.helpers.data import write_category, write_kolektor
+from tests.helpers.layouts import write_folder
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "5", "--image-size", "64", "--workers", "0",

@@ -14,7 +14,8 @@ import torch
 import train
 from common import UserError, run_cli
 from models import Config, SemiOrthogonal, read_model_file
-from tests.helpers.data import save_image, surface, write_category
+from tests.helpers.data import write_category
+from tests.helpers.layouts import save_image, surface
 
 CONFIG = Config(backbone="resnet18", k=10, image_size=(32, 32))
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",

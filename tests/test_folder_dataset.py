@@ -15,7 +15,7 @@ import visualizer
 from common import UserError
 from datasets import folder
 from datasets.folder import FolderOptions
-from tests.helpers.data import write_folder
+from tests.helpers.layouts import write_folder
 
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
         "--batch-size", "4"]

@@ -8,7 +8,7 @@ from PIL import Image
 import train
 from common import UserError
 from datasets.readers import image_size_of
-from tests.helpers.data import write_mvtecad2
+from tests.helpers.layouts import write_mvtecad2
 
 FAST = ["--weights", "random", "--model", "resnet18", "--k", "10", "--workers", "0", "--quiet"]
 

@@ -15,7 +15,7 @@ import train
 from common import UserError
 from datasets import btad, mpdd, mvtecad2, visa
 from datasets.options import DataOptions
-from tests.helpers.data import MPDD_CATEGORIES, write_btad, write_mvtec_layout, write_mvtecad2, write_visa
+from tests.helpers.layouts import MPDD_CATEGORIES, write_btad, write_mvtec_layout, write_mvtecad2, write_visa
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--model", "resnet18", "--workers", "0", "--k", "10", "--image-size", "64",
