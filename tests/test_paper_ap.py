@@ -5,33 +5,7 @@ import numpy as np
 import pytest
 
 from metrics import evaluate, paper_ap, paper_fpr
-from tests.helpers.metric_reference import ALL_CASES
-
-
-def thresholds_of(maps, num_thresholds):
-    """Quantiles of the first image holding the global max, high to low."""
-    top = 0
-    for i in range(len(maps)):
-        if maps[i].max() > maps[top].max():
-            top = i
-    ordered = np.sort(maps[top].ravel())
-    n = ordered.size
-    return [ordered[max(1, math.floor(n * i / num_thresholds)) - 1] for i in range(num_thresholds, 0, -1)]
-
-
-def slow_area(curve, limit):
-    points = sorted(curve.items())
-    area = 0.0
-    for i, (x, h) in enumerate(points):
-        if i == 0:
-            area += x * h / 2
-        elif i == len(points) - 1:
-            x0, h0 = points[i - 1]
-            area += (limit - x0) * ((h + h0) / 2 + h0) / 2
-        else:
-            x0, h0 = points[i - 1]
-            area += (x - x0) * (h + h0) / 2
-    return area / limit
+from tests.helpers.metric_reference import ALL_CASES, slow_area, thresholds_of
 
 
 def slow_ap(maps, masks, limit, num_thresholds):

@@ -47,19 +47,39 @@ def slow_aupro(maps, masks, fpr_limit):
     return trapezoid(np.append(pro[:i], at_limit), np.append(fpr[:i], fpr_limit)) / fpr_limit
 
 
-def slow_paper(maps, masks, fpr_limit, num_thresholds, y):
-    """The authors' protocol, line by line from the description: y is "pro" or "tpr"."""
-    maps, masks = np.asarray(maps, np.float64), np.asarray(masks, bool)
+def thresholds_of(maps, num_thresholds):
+    """The authors' thresholds: quantiles of the first image holding the global max, high to low."""
     top = 0
     for i in range(len(maps)):
         if maps[i].max() > maps[top].max():
             top = i
     ordered = np.sort(maps[top].ravel())
     n = ordered.size
-    ranks = [max(1, math.floor(n * i / num_thresholds)) for i in range(num_thresholds, 0, -1)]
-    thresholds = [ordered[rank - 1] for rank in ranks]
+    return [ordered[max(1, math.floor(n * i / num_thresholds)) - 1] for i in range(num_thresholds, 0, -1)]
+
+
+def slow_area(curve, limit):
+    """The authors' area of a {x: y} curve up to x = limit, divided by limit: trapezoids from (0, 0), the
+    last one to the limit."""
+    points = sorted(curve.items())
+    area = 0.0
+    for i, (x, h) in enumerate(points):
+        if i == 0:
+            area += x * h / 2
+        elif i == len(points) - 1:
+            x0, h0 = points[i - 1]
+            area += (limit - x0) * ((h + h0) / 2 + h0) / 2
+        else:
+            x0, h0 = points[i - 1]
+            area += (x - x0) * (h + h0) / 2
+    return area / limit
+
+
+def slow_paper(maps, masks, fpr_limit, num_thresholds, y):
+    """The authors' protocol, line by line from the description: y is "pro" or "tpr"."""
+    maps, masks = np.asarray(maps, np.float64), np.asarray(masks, bool)
     curve = {}
-    for t in thresholds:
+    for t in thresholds_of(maps, num_thresholds):
         fprs, ys = [], []
         for score, mask in zip(maps, masks):
             predicted = score > t
@@ -75,18 +95,7 @@ def slow_paper(maps, masks, fpr_limit, num_thresholds, y):
         curve[fpr] = float(np.mean(ys))
         if fpr > fpr_limit:
             break
-    points = sorted(curve.items())
-    area = 0.0
-    for i, (x, h) in enumerate(points):
-        if i == 0:
-            area += x * h / 2
-        elif i == len(points) - 1:
-            x0, h0 = points[i - 1]
-            area += (fpr_limit - x0) * ((h + h0) / 2 + h0) / 2
-        else:
-            x0, h0 = points[i - 1]
-            area += (x - x0) * (h + h0) / 2
-    return area / fpr_limit
+    return slow_area(curve, fpr_limit)
 
 
 # ---------------------------------------------------------------- inputs
