@@ -152,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(getattr(model, "stats", None), BlockedStats):
             raise UserError(f"{args.model} was fitted in blocks: --watch would read all of its sums for every "
                             "image; score it with --input")
-        if isinstance(model, SemiOrthogonal):
-            model.score_by_inverse()  # images arrive one at a time, for hours: the solve would cost 3.5x the GEMM
         return watch(model, args.model, judge, Path(args.watch), out, args.settle, args.poll, args.drift_window,
                      args.batch_size, args.workers)
     paths = find_images(args.input, out)
